@@ -1,0 +1,162 @@
+"""Qwen2ForCausalLM in NumPy: the forward pass, read top to bottom like the architecture diagram.
+
+    input_ids -> embed_tokens
+              -> N x decoder layer:  x = x + attention(input_layernorm(x))
+                                     x = x + mlp(post_attention_layernorm(x))
+              -> norm -> lm_head -> logits
+
+Attention: q, k, v projections (with biases), RoPE on q and k, grouped-query attention with a
+causal (optionally sliding-window, optionally padded) mask, o_proj (no bias).
+MLP: SwiGLU, down(silu(gate(x)) * up(x)).
+"""
+
+import os
+from dataclasses import dataclass
+
+import numpy as np
+
+from .config import Qwen2Config
+from .errors import NpqwenError
+from .primitives import apply_rope, attention, causal_mask, rms_norm, rope_cos_sin, rope_inv_freq, swiglu_mlp
+from .weights import check_tensors, open_checkpoint, to_float32
+
+
+@dataclass
+class Layer:
+    """One decoder layer's weights, float32, in the checkpoint's [out, in] layout."""
+    input_norm: np.ndarray                              # [d]
+    wq: np.ndarray; bq: np.ndarray                      # [H*hd, d], [H*hd]
+    wk: np.ndarray; bk: np.ndarray                      # [K*hd, d], [K*hd]
+    wv: np.ndarray; bv: np.ndarray                      # [K*hd, d], [K*hd]
+    wo: np.ndarray                                      # [d, H*hd]
+    post_norm: np.ndarray                               # [d]
+    w_gate: np.ndarray; w_up: np.ndarray                # [i, d]
+    w_down: np.ndarray                                  # [d, i]
+
+
+@dataclass
+class ModelOutput:
+    logits: np.ndarray                                  # [b, t, vocab] float32
+    hidden_states: tuple | None = None                  # num_hidden_layers + 1 arrays [b, t, d]
+
+
+# ---------------------------------------------------------------------------------------------
+# the blocks
+
+
+def self_attention(x, w: Layer, cfg: Qwen2Config, cos, sin, bias):  # [b, t, d] -> [b, t, d]
+    b, t, _ = x.shape
+    H, K, hd = cfg.num_attention_heads, cfg.num_key_value_heads, cfg.head_dim
+    q = (x @ w.wq.T + w.bq).reshape(b, t, H, hd).transpose(0, 2, 1, 3)  # [b, H, t, hd]
+    k = (x @ w.wk.T + w.bk).reshape(b, t, K, hd).transpose(0, 2, 1, 3)  # [b, K, t, hd]
+    v = (x @ w.wv.T + w.bv).reshape(b, t, K, hd).transpose(0, 2, 1, 3)  # [b, K, t, hd]
+    q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
+    out = attention(q, k, v, bias)                                       # [b, H, t, hd]
+    return out.transpose(0, 2, 1, 3).reshape(b, t, H * hd) @ w.wo.T
+
+
+def decoder_layer(x, w: Layer, cfg: Qwen2Config, cos, sin, bias):  # [b, t, d] -> [b, t, d]
+    x = x + self_attention(rms_norm(x, w.input_norm, cfg.rms_norm_eps), w, cfg, cos, sin, bias)
+    x = x + swiglu_mlp(rms_norm(x, w.post_norm, cfg.rms_norm_eps), w.w_gate, w.w_up, w.w_down)
+    return x
+
+
+def position_ids_from_mask(attention_mask):  # [b, t] 0/1 -> [b, t]
+    """transformers' generate: positions count only real tokens (cumsum - 1); padding gets 1."""
+    pos = np.cumsum(attention_mask, axis=-1) - 1
+    return np.where(attention_mask == 0, 1, pos)
+
+
+# ---------------------------------------------------------------------------------------------
+# the model
+
+
+class Model:
+    def __init__(self, config: Qwen2Config, embed, layers, norm, lm_head):
+        self.config = config
+        self.embed = embed        # [vocab, d]
+        self.layers = layers      # list of Layer
+        self.norm = norm          # [d]
+        self.lm_head = lm_head    # [vocab, d]; the same array as embed when tied
+
+    def forward(self, input_ids, attention_mask=None, output_hidden_states=False) -> ModelOutput:
+        """input_ids [b, t] ints; attention_mask [b, t] 0/1 with 0 for left padding.
+        -> logits [b, t, vocab] float32 (and hidden_states in transformers' convention)."""
+        cfg = self.config
+        ids, mask = self._check_inputs(input_ids, attention_mask)
+        positions = position_ids_from_mask(mask) if mask is not None else np.arange(ids.shape[1])[None]
+        t = ids.shape[1]
+
+        inv_freq, scale = rope_inv_freq(cfg.head_dim, cfg.rope_parameters, cfg.max_position_embeddings,
+                                        seq_len=int(positions.max()) + 1)
+        cos, sin = rope_cos_sin(inv_freq, np.broadcast_to(positions, ids.shape), scale)
+        biases = {window: causal_mask(t, t, mask, window)
+                  for window in {cfg.layer_window(i) for i in range(cfg.num_hidden_layers)}}
+
+        x = self.embed[ids]                                                   # [b, t, d]
+        hidden = [x]
+        for i, layer in enumerate(self.layers):
+            x = decoder_layer(x, layer, cfg, cos, sin, biases[cfg.layer_window(i)])
+            hidden.append(x)
+        x = rms_norm(x, self.norm, cfg.rms_norm_eps)
+        hidden[-1] = x  # transformers reports the last layer's output after the final norm
+        logits = x @ self.lm_head.T
+        return ModelOutput(logits=logits, hidden_states=tuple(hidden) if output_hidden_states else None)
+
+    __call__ = forward
+
+    def _check_inputs(self, input_ids, attention_mask):
+        ids = np.asarray(input_ids)
+        if ids.ndim == 1:
+            ids = ids[None]
+        if ids.ndim != 2 or ids.shape[1] == 0 or ids.shape[0] == 0:
+            raise NpqwenError(f"input_ids must have shape (batch, seq) with seq >= 1, found {ids.shape}")
+        if not np.issubdtype(ids.dtype, np.integer):
+            raise NpqwenError(f"input_ids must be integers, found dtype {ids.dtype}")
+        V = self.config.vocab_size
+        if ids.min() < 0 or ids.max() >= V:
+            bad = int(ids.min()) if ids.min() < 0 else int(ids.max())
+            raise NpqwenError(f"input_ids holds token id {bad}, outside the vocabulary [0, {V})")
+        if attention_mask is None:
+            return ids, None
+        mask = np.asarray(attention_mask)
+        if mask.ndim == 1:
+            mask = mask[None]
+        if mask.shape != ids.shape:
+            raise NpqwenError(f"attention_mask has shape {mask.shape} but input_ids has {ids.shape}")
+        if not np.isin(mask, (0, 1)).all():
+            raise NpqwenError("attention_mask must hold only 0 and 1")
+        empty = np.flatnonzero(mask.sum(-1) == 0)
+        if empty.size:
+            raise NpqwenError(f"attention_mask row {int(empty[0])} is all zeros (no token to attend to)")
+        return ids, mask.astype(np.int64)
+
+
+def load_model(path: str) -> Model:
+    """Read a Hugging Face checkpoint folder (config.json + safetensors) into a float32 Model."""
+    path = os.fspath(path)
+    if not os.path.isdir(path):
+        raise NpqwenError(f"{path}: not a folder (expected a checkpoint folder with config.json and safetensors)")
+    cfg = Qwen2Config.from_file(path)
+    tensors = open_checkpoint(path)
+    check_tensors(tensors, cfg, path)
+
+    def get(name):
+        return to_float32(tensors[name])
+
+    layers = []
+    for i in range(cfg.num_hidden_layers):
+        p = f"model.layers.{i}."
+        a, m = p + "self_attn.", p + "mlp."
+        layers.append(Layer(
+            input_norm=get(p + "input_layernorm.weight"),
+            wq=get(a + "q_proj.weight"), bq=get(a + "q_proj.bias"),
+            wk=get(a + "k_proj.weight"), bk=get(a + "k_proj.bias"),
+            wv=get(a + "v_proj.weight"), bv=get(a + "v_proj.bias"),
+            wo=get(a + "o_proj.weight"),
+            post_norm=get(p + "post_attention_layernorm.weight"),
+            w_gate=get(m + "gate_proj.weight"), w_up=get(m + "up_proj.weight"), w_down=get(m + "down_proj.weight"),
+        ))
+    embed = get("model.embed_tokens.weight")
+    lm_head = embed if cfg.tie_word_embeddings else get("lm_head.weight")
+    return Model(cfg, embed, layers, get("model.norm.weight"), lm_head)

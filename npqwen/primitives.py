@@ -1,0 +1,182 @@
+"""The building blocks of Qwen2, as pure functions over float32 NumPy arrays.
+
+Each function is one box of the architecture diagram and can be used on its own. Shapes use
+b = batch, t = query positions, s = key positions, d = hidden size, H = query heads,
+K = key/value heads, G = H // K (query heads per kv head), hd = head dim.
+"""
+
+import math
+
+import numpy as np
+
+NEG = np.finfo(np.float32).min  # what transformers adds for "masked" (not -inf, so no NaN on all-masked rows)
+
+
+# ---------------------------------------------------------------------------------------------
+# normalisation and activations
+
+
+def rms_norm(x, weight, eps):  # [..., d], [d] -> [..., d]
+    """RMSNorm: x / sqrt(mean(x^2) + eps) * weight. No mean subtraction and no bias, unlike LayerNorm.
+    Computed in float32 whatever the input dtype, as transformers does."""
+    x = x.astype(np.float32, copy=False)
+    variance = np.mean(x * x, axis=-1, keepdims=True)
+    return weight * (x / np.sqrt(variance + np.float32(eps)))
+
+
+def silu(x):  # [...] -> [...]
+    """SiLU (swish): x * sigmoid(x)."""
+    return x / (np.float32(1) + np.exp(-x))
+
+
+def swiglu_mlp(x, w_gate, w_up, w_down):  # [..., d], [i, d], [i, d], [d, i] -> [..., d]
+    """Qwen2's MLP: down(silu(gate(x)) * up(x)). Weights are stored [out, in] as in the checkpoint."""
+    return (silu(x @ w_gate.T) * (x @ w_up.T)) @ w_down.T
+
+
+def softmax(x, axis=-1):  # [...] -> [...] float32, rows summing to one
+    """Numerically stable softmax in float32: subtracting the row maximum keeps exp() from
+    overflowing however large the scores are, and changes nothing mathematically."""
+    x = x.astype(np.float32, copy=False)
+    e = np.exp(x - np.max(x, axis=axis, keepdims=True))
+    return e / np.sum(e, axis=axis, keepdims=True)
+
+
+# ---------------------------------------------------------------------------------------------
+# rotary position embeddings (RoPE)
+
+
+def rope_inv_freq(head_dim, rope, max_position_embeddings, seq_len=None):  # -> [hd/2] float32, scale
+    """Inverse frequencies theta_i = base^(-2i/hd) for each pair of dimensions, and the factor
+    ("attention scaling") that cos and sin are multiplied by. `rope` is the config's normalised
+    rope_parameters; the scaling variants follow transformers' modeling_rope_utils:
+      default  plain RoPE
+      linear   positions divided by `factor` (equivalently, frequencies divided by it)
+      dynamic  NTK-aware: the base grows once `seq_len` exceeds max_position_embeddings
+      yarn     per-dimension blend of interpolated and original frequencies, plus an attention factor
+    """
+    base, kind = rope["rope_theta"], rope["rope_type"]
+    exponents = np.arange(0, head_dim, 2, dtype=np.int64).astype(np.float32) / np.float32(head_dim)
+
+    def inv_freq_for(b):
+        return (np.float32(1.0) / (np.float32(b) ** exponents)).astype(np.float32)
+
+    if kind == "default":
+        return inv_freq_for(base), 1.0
+    factor = rope["factor"]
+    if kind == "linear":
+        return (inv_freq_for(base) / np.float32(factor)).astype(np.float32), 1.0
+    if kind == "dynamic":
+        seq_len = max(seq_len or 0, max_position_embeddings)
+        base = base * ((factor * seq_len / max_position_embeddings) - (factor - 1)) ** (head_dim / (head_dim - 2))
+        return inv_freq_for(base), 1.0
+    if kind == "yarn":
+        return _yarn_inv_freq(head_dim, rope, base, factor, exponents)
+    raise ValueError(f"unknown rope type {kind!r}")
+
+
+def _yarn_inv_freq(head_dim, rope, base, factor, exponents):
+    original_max = rope["original_max_position_embeddings"]
+
+    def mscale(scale, m=1.0):
+        return 1.0 if scale <= 1 else 0.1 * m * math.log(scale) + 1.0
+
+    attention_factor = rope.get("attention_factor")
+    if attention_factor is None:
+        m, m_all = rope.get("mscale"), rope.get("mscale_all_dim")
+        attention_factor = mscale(factor, m) / mscale(factor, m_all) if m and m_all else mscale(factor)
+    beta_fast, beta_slow = rope.get("beta_fast") or 32, rope.get("beta_slow") or 1
+
+    # Dimensions that rotate fewer than beta_slow times over the original context are interpolated
+    # (divided by factor); those rotating more than beta_fast times keep their frequency; a linear
+    # ramp blends the ones in between.
+    def correction_dim(rotations):
+        return head_dim * math.log(original_max / (rotations * 2 * math.pi)) / (2 * math.log(base))
+
+    low, high = correction_dim(beta_fast), correction_dim(beta_slow)
+    if rope.get("truncate", True):
+        low, high = math.floor(low), math.ceil(high)
+    low, high = max(low, 0), min(high, head_dim - 1)
+    if low == high:
+        high += 0.001  # avoid dividing by zero
+    ramp = np.clip((np.arange(head_dim // 2, dtype=np.float32) - np.float32(low)) / np.float32(high - low), 0, 1)
+    keep = (np.float32(1) - ramp).astype(np.float32)  # 1 = keep the original frequency
+
+    pos_freqs = np.float32(base) ** exponents
+    extrapolation = np.float32(1) / pos_freqs
+    interpolation = np.float32(1) / (np.float32(factor) * pos_freqs)
+    inv_freq = interpolation * (np.float32(1) - keep) + extrapolation * keep
+    return inv_freq.astype(np.float32), float(attention_factor)
+
+
+def rope_cos_sin(inv_freq, position_ids, scale=1.0):  # [hd/2], [b, t] -> cos, sin [b, t, hd]
+    """cos and sin of position * theta_i, for arbitrary (e.g. left-padded) position ids. Each
+    frequency appears twice, for dimension i and i + hd/2: the rotate_half pairing below."""
+    freqs = position_ids.astype(np.float32)[..., None] * inv_freq  # [b, t, hd/2]
+    emb = np.concatenate([freqs, freqs], axis=-1)
+    return (np.cos(emb) * np.float32(scale)).astype(np.float32), (np.sin(emb) * np.float32(scale)).astype(np.float32)
+
+
+def rotate_half(x):  # [..., hd] -> [..., hd]
+    """(x1, x2) -> (-x2, x1) over the two halves of the last axis. Qwen2's checkpoints pair
+    dimension i with i + hd/2 (not the paper's interleaved 2i, 2i+1): the q/k projection weights
+    were permuted to match, so this convention is part of the weights and must be kept."""
+    half = x.shape[-1] // 2
+    return np.concatenate([-x[..., half:], x[..., :half]], axis=-1)
+
+
+def apply_rope(x, cos, sin):  # [b, heads, t, hd], [b, t, hd], [b, t, hd] -> [b, heads, t, hd]
+    """Rotate each (i, i + hd/2) pair of x by its position's angle."""
+    cos, sin = cos[:, None], sin[:, None]  # broadcast over heads
+    return x * cos + rotate_half(x) * sin
+
+
+# ---------------------------------------------------------------------------------------------
+# attention
+
+
+def repeat_kv(x, n_rep):  # [b, K, s, hd] -> [b, K * n_rep, s, hd]
+    """Grouped-query attention's key/value sharing made explicit: kv head j serves query heads
+    j*n_rep ... j*n_rep + n_rep - 1. The teaching version; `attention` gets the same result
+    without materialising the copies."""
+    return x if n_rep == 1 else np.repeat(x, n_rep, axis=1)
+
+
+def causal_mask(q_len, kv_len, padding_mask=None, window=None):  # -> [b or 1, 1, t, s] float32
+    """Additive attention bias: 0 where query i may attend to key j, NEG elsewhere. The queries are
+    the last q_len of kv_len positions (positions are indices into the sequence, padding included).
+    Allowed: causal (j <= i), inside the sliding window if any (j > i - window), and not padding
+    (padding_mask[b, j] == 1, with padding_mask of shape [b, kv_len])."""
+    i = np.arange(kv_len - q_len, kv_len)[:, None]
+    j = np.arange(kv_len)[None, :]
+    allowed = j <= i
+    if window is not None:
+        allowed = allowed & (j > i - window)
+    allowed = allowed[None, None]  # [1, 1, t, s]
+    if padding_mask is not None:
+        allowed = allowed & (padding_mask[:, None, None, :] != 0)
+    return np.where(allowed, np.float32(0), NEG).astype(np.float32)
+
+
+def attention(q, k, v, bias):  # [b, H, t, hd], [b, K, s, hd], [b, K, s, hd], [b, 1, t, s] -> [b, H, t, hd]
+    """Scaled dot-product attention with grouped-query heads, in one batched matmul per step.
+    The H query heads are viewed as K groups of G = H // K heads; each group is stacked along the
+    query axis so it meets its shared kv head in a single matrix product. This equals attention
+    over repeat_kv(k), repeat_kv(v) (query head h uses kv head h // G) without copying k and v."""
+    b, H, t, hd = q.shape
+    K, s = k.shape[1], k.shape[2]
+    G = H // K
+    qg = q.reshape(b, K, G * t, hd)
+    scores = (qg @ k.transpose(0, 1, 3, 2)) * np.float32(hd ** -0.5)  # [b, K, G*t, s]
+    scores = scores.reshape(b, K, G, t, s) + bias[:, :, None]
+    probs = softmax(scores).reshape(b, K, G * t, s)
+    return (probs @ v).reshape(b, H, t, hd)
+
+
+def attention_repeat_kv(q, k, v, bias):  # same shapes as `attention`
+    """Reference attention as transformers' eager path writes it: repeat k and v to H heads, then
+    softmax(q k^T / sqrt(hd) + bias) v. Slower; kept to teach and to test `attention` against."""
+    n_rep = q.shape[1] // k.shape[1]
+    k, v = repeat_kv(k, n_rep), repeat_kv(v, n_rep)
+    scores = (q @ k.transpose(0, 1, 3, 2)) * np.float32(q.shape[-1] ** -0.5) + bias
+    return softmax(scores) @ v

@@ -1,0 +1,262 @@
+"""Weights loading: safetensors files memory-mapped into NumPy, and a checkpoint's tensors checked
+against its config.
+
+Why a reader of our own: the safetensors package hands tensors to NumPy only for dtypes NumPy
+knows, and NumPy has no bfloat16, the dtype nearly every Qwen2 checkpoint is saved in. The format
+is simple: an 8-byte little-endian header length N, N bytes of JSON describing each tensor
+({"dtype", "shape", "data_offsets": [begin, end]} relative to the data region), then the data.
+We validate the header exactly as the format's own library does (header size bound, UTF-8 JSON
+object, known dtypes, offsets contiguous from 0 and matching shape x dtype size, data region
+ending at end of file) and `np.memmap` the data read-only, viewing bf16 through ml_dtypes. Nothing
+is read into memory until a tensor is used, and no pickle is ever involved.
+"""
+
+import json
+import os
+
+import ml_dtypes
+import numpy as np
+
+from .errors import CheckpointError
+
+MAX_HEADER_BYTES = 100_000_000  # the safetensors library's own limit
+
+DTYPES = {
+    "BOOL": np.dtype(np.bool_), "U8": np.dtype(np.uint8), "I8": np.dtype(np.int8),
+    "U16": np.dtype(np.uint16), "I16": np.dtype(np.int16), "U32": np.dtype(np.uint32),
+    "I32": np.dtype(np.int32), "U64": np.dtype(np.uint64), "I64": np.dtype(np.int64),
+    "F16": np.dtype(np.float16), "F32": np.dtype(np.float32), "F64": np.dtype(np.float64),
+    "BF16": np.dtype(ml_dtypes.bfloat16),
+    "F8_E4M3": np.dtype(ml_dtypes.float8_e4m3fn), "F8_E5M2": np.dtype(ml_dtypes.float8_e5m2),
+}
+FLOAT_DTYPES = ("F32", "F16", "BF16")  # what a model's weights may be stored as
+
+
+# ---------------------------------------------------------------------------------------------
+# one safetensors file
+
+
+def read_header(path: str) -> tuple[int, dict, dict]:
+    """Parse and validate a safetensors header. -> (data_start, {name: (dtype, shape, begin, end)}, metadata)"""
+    try:
+        size = os.path.getsize(path)
+        with open(path, "rb") as f:
+            head = f.read(8)
+            if len(head) < 8:
+                raise CheckpointError(f"{path}: file is {size} bytes, too small to be safetensors "
+                                      f"(needs an 8-byte header length)")
+            n = int.from_bytes(head, "little")
+            if n > MAX_HEADER_BYTES:
+                raise CheckpointError(f"{path}: header length {n} exceeds the {MAX_HEADER_BYTES}-byte limit "
+                                      f"(not a safetensors file, or corrupt)")
+            if 8 + n > size:
+                raise CheckpointError(f"{path}: header length {n} runs past the end of the {size}-byte file "
+                                      f"(truncated download?)")
+            raw = f.read(n)
+    except OSError as e:
+        raise CheckpointError(f"{path}: cannot read ({e.strerror})") from None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise CheckpointError(f"{path}: header is not UTF-8 (not a safetensors file, or corrupt)") from None
+    if not text.startswith("{"):
+        raise CheckpointError(f"{path}: header does not start with '{{' (not a safetensors file, or corrupt)")
+    try:
+        obj = json.loads(text, object_pairs_hook=_no_duplicate_keys)
+    except (json.JSONDecodeError, RecursionError) as e:
+        raise CheckpointError(f"{path}: header is not valid JSON ({getattr(e, 'msg', e)})") from None
+    except CheckpointError as e:
+        raise CheckpointError(f"{path}: header {e}") from None
+    if not isinstance(obj, dict):
+        raise CheckpointError(f"{path}: header is not a JSON object")
+
+    metadata = obj.pop("__metadata__", None) or {}
+    if not isinstance(metadata, dict) or not all(isinstance(v, str) for v in metadata.values()):
+        raise CheckpointError(f"{path}: __metadata__ must map names to strings")
+    tensors = {}
+    for name, info in obj.items():
+        tensors[name] = _tensor_info(path, name, info)
+
+    # Offsets must tile the data region exactly, in order, with no gaps or overlaps.
+    expected = 0
+    for name, (dtype, shape, begin, end) in sorted(tensors.items(), key=lambda kv: (kv[1][2], kv[1][3])):
+        if begin != expected or end < begin:
+            raise CheckpointError(f"{path}: tensor {name!r} has data_offsets [{begin}, {end}] but the previous "
+                                  f"tensor ends at {expected} (offsets overlap or leave a gap)")
+        nbytes = DTYPES[dtype].itemsize
+        for d in shape:
+            nbytes *= d
+        if end - begin != nbytes:
+            raise CheckpointError(f"{path}: tensor {name!r} of dtype {dtype} and shape {list(shape)} needs "
+                                  f"{nbytes} bytes but its data_offsets span {end - begin}")
+        expected = end
+    if 8 + n + expected != size:
+        raise CheckpointError(f"{path}: the header describes {expected} bytes of tensor data but the file holds "
+                              f"{size - 8 - n} (truncated or padded file)")
+    return 8 + n, tensors, metadata
+
+
+def _no_duplicate_keys(pairs):
+    keys = [k for k, _ in pairs]
+    if len(set(keys)) != len(keys):
+        dup = next(k for k in keys if keys.count(k) > 1)
+        raise CheckpointError(f"names {dup!r} twice")
+    return dict(pairs)
+
+
+def _tensor_info(path, name, info):
+    if not isinstance(info, dict) or set(info) != {"dtype", "shape", "data_offsets"}:
+        raise CheckpointError(f"{path}: tensor {name!r} must be an object with exactly dtype, shape and "
+                              f"data_offsets, found {_short(info)}")
+    dtype, shape, offsets = info["dtype"], info["shape"], info["data_offsets"]
+    if dtype not in DTYPES:
+        raise CheckpointError(f"{path}: tensor {name!r} has unknown dtype {_short(dtype)} "
+                              f"(known: {', '.join(DTYPES)})")
+    if not isinstance(shape, list) or not all(_is_uint(d) for d in shape):
+        raise CheckpointError(f"{path}: tensor {name!r} has shape {_short(shape)}, not a list of "
+                              f"non-negative integers")
+    if not (isinstance(offsets, list) and len(offsets) == 2 and all(_is_uint(o) for o in offsets)):
+        raise CheckpointError(f"{path}: tensor {name!r} has data_offsets {_short(offsets)}, not two "
+                              f"non-negative integers")
+    return dtype, tuple(shape), offsets[0], offsets[1]
+
+
+def _is_uint(x) -> bool:
+    return isinstance(x, int) and not isinstance(x, bool) and 0 <= x < 2**63
+
+
+def _short(x) -> str:
+    s = repr(x)
+    return s if len(s) <= 80 else s[:77] + "..."
+
+
+def open_safetensors(path: str) -> dict[str, np.ndarray]:
+    """Memory-map every tensor of a safetensors file. -> {name: read-only array in its stored dtype}"""
+    start, tensors, _ = read_header(path)
+    size = os.path.getsize(path)
+    if size == start:  # no tensor data at all (mmap cannot map zero bytes)
+        data = np.zeros(0, np.uint8)
+    else:
+        data = np.memmap(path, dtype=np.uint8, mode="r", offset=start, shape=(size - start,))
+    return {name: data[begin:end].view(DTYPES[dtype]).reshape(shape)
+            for name, (dtype, shape, begin, end) in tensors.items()}
+
+
+# ---------------------------------------------------------------------------------------------
+# a checkpoint folder: model.safetensors, or shards listed by model.safetensors.index.json
+
+INDEX = "model.safetensors.index.json"
+PICKLE_FILES = ("pytorch_model.bin", "pytorch_model.bin.index.json")
+PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
+
+
+def open_checkpoint(folder: str) -> dict[str, np.ndarray]:
+    """All tensors of a checkpoint folder, memory-mapped. -> {name: array in its stored dtype}"""
+    index_path = os.path.join(folder, INDEX)
+    if os.path.isfile(index_path):
+        return _open_sharded(folder, index_path)
+    single = os.path.join(folder, "model.safetensors")
+    if os.path.isfile(single):
+        return open_safetensors(single)
+    files = sorted(f for f in os.listdir(folder) if f.endswith(".safetensors"))
+    if len(files) == 1:
+        return open_safetensors(os.path.join(folder, files[0]))
+    if len(files) > 1:
+        raise CheckpointError(f"{folder}: several .safetensors files ({', '.join(files[:4])}...) but no {INDEX} "
+                              f"saying which tensor is in which")
+    pickles = sorted(f for f in os.listdir(folder) if f.endswith(PICKLE_SUFFIXES))
+    if pickles:
+        raise CheckpointError(
+            f"{folder}: only PyTorch pickle weights ({', '.join(pickles[:3])}). npqwen reads safetensors only, "
+            f"because loading a pickle can run arbitrary code. Convert once where torch is installed and you "
+            f"trust the file: AutoModelForCausalLM.from_pretrained(DIR).save_pretrained(OUT, "
+            f"safe_serialization=True)")
+    raise CheckpointError(f"{folder}: no model.safetensors or {INDEX} (is this a checkpoint folder?)")
+
+
+def _open_sharded(folder, index_path):
+    try:
+        with open(index_path, "rb") as f:
+            index = json.loads(f.read(MAX_HEADER_BYTES).decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise CheckpointError(f"{index_path}: not valid UTF-8 JSON ({e})") from None
+    weight_map = index.get("weight_map") if isinstance(index, dict) else None
+    if not isinstance(weight_map, dict) or not all(isinstance(v, str) for v in weight_map.values()):
+        raise CheckpointError(f"{index_path}: needs a 'weight_map' object mapping tensor names to shard files")
+    tensors = {}
+    for shard in sorted(set(weight_map.values())):
+        if os.path.basename(shard) != shard or shard in ("", ".", ".."):
+            raise CheckpointError(f"{index_path}: shard name {shard!r} must be a file name inside the folder")
+        shard_path = os.path.join(folder, shard)
+        if not os.path.isfile(shard_path):
+            raise CheckpointError(f"{index_path}: names shard {shard!r}, which is not in {folder}")
+        in_shard = open_safetensors(shard_path)
+        listed = [name for name, s in weight_map.items() if s == shard]
+        missing = [name for name in listed if name not in in_shard]
+        if missing:
+            raise CheckpointError(f"{index_path}: lists {missing[0]!r} in {shard!r}, which does not hold it"
+                                  + (f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""))
+        for name in listed:
+            tensors[name] = in_shard[name]
+    return tensors
+
+
+# ---------------------------------------------------------------------------------------------
+# tensors against the config
+
+# transformers itself ignores these when loading (old checkpoints saved RoPE buffers).
+IGNORED_SUFFIXES = ("rotary_emb.inv_freq",)
+
+
+def expected_shapes(cfg) -> dict[str, tuple]:
+    """The name and shape of every tensor Qwen2ForCausalLM has, for this config."""
+    D, I, V, hd = cfg.hidden_size, cfg.intermediate_size, cfg.vocab_size, cfg.head_dim
+    q, kv = cfg.num_attention_heads * hd, cfg.num_key_value_heads * hd
+    shapes = {"model.embed_tokens.weight": (V, D), "model.norm.weight": (D,)}
+    for i in range(cfg.num_hidden_layers):
+        p = f"model.layers.{i}."
+        shapes.update({
+            p + "input_layernorm.weight": (D,),
+            p + "self_attn.q_proj.weight": (q, D), p + "self_attn.q_proj.bias": (q,),
+            p + "self_attn.k_proj.weight": (kv, D), p + "self_attn.k_proj.bias": (kv,),
+            p + "self_attn.v_proj.weight": (kv, D), p + "self_attn.v_proj.bias": (kv,),
+            p + "self_attn.o_proj.weight": (D, q),
+            p + "post_attention_layernorm.weight": (D,),
+            p + "mlp.gate_proj.weight": (I, D), p + "mlp.up_proj.weight": (I, D),
+            p + "mlp.down_proj.weight": (D, I),
+        })
+    if not cfg.tie_word_embeddings:
+        shapes["lm_head.weight"] = (V, D)
+    return shapes
+
+
+def check_tensors(tensors: dict, cfg, folder: str) -> None:
+    """Raise one CheckpointError listing every missing, unexpected, mis-shaped or non-float tensor."""
+    want = expected_shapes(cfg)
+    problems = []
+    for name, shape in want.items():
+        if name not in tensors:
+            problems.append(f"missing {name} (expected shape {list(shape)})")
+        elif tuple(tensors[name].shape) != shape:
+            problems.append(f"{name}: expected shape {list(shape)}, found {list(tensors[name].shape)}")
+        elif _stored_name(tensors[name].dtype) not in FLOAT_DTYPES:
+            problems.append(f"{name}: dtype {_stored_name(tensors[name].dtype)} is not one of "
+                            f"{', '.join(FLOAT_DTYPES)}")
+    for name in tensors:
+        # A tied checkpoint may still carry lm_head.weight; transformers ignores it and so do we.
+        if name not in want and not name.endswith(IGNORED_SUFFIXES) and name != "lm_head.weight":
+            problems.append(f"unexpected tensor {name} (shape {list(tensors[name].shape)})")
+    if problems:
+        head = f"{folder}: the weights do not match config.json ({len(problems)} problem" \
+               f"{'s' if len(problems) > 1 else ''}):"
+        raise CheckpointError("\n  ".join([head] + problems[:50] + ([f"... {len(problems) - 50} more"]
+                                                                    if len(problems) > 50 else [])))
+
+
+def _stored_name(dtype) -> str:
+    return next((k for k, v in DTYPES.items() if v == dtype), str(dtype))
+
+
+def to_float32(a: np.ndarray) -> np.ndarray:
+    """Upcast a stored (bf16/f16/f32) tensor to a float32 array in memory."""
+    return np.asarray(a, dtype=np.float32).copy() if a.dtype == np.float32 else a.astype(np.float32)

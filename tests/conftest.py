@@ -1,0 +1,37 @@
+import json
+import os
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+GOLDEN = os.path.join(ROOT, "golden")
+CHECKPOINTS = os.path.join(GOLDEN, "checkpoints")
+REFERENCES = os.path.join(GOLDEN, "references")
+SHARED = os.path.join(ROOT, "..", "shared", "assets", "qwen2")
+
+
+def golden_cases():
+    return sorted(f[:-5] for f in os.listdir(REFERENCES) if f.endswith(".json"))
+
+
+def golden_meta(case):
+    with open(os.path.join(REFERENCES, f"{case}.json")) as f:
+        return json.load(f)
+
+
+_models = {}
+
+
+def golden_model(case):
+    """Load each golden checkpoint once per test session."""
+    from npqwen import load_model
+    if case not in _models:
+        _models[case] = load_model(os.path.join(CHECKPOINTS, case))
+    return _models[case]
+
+
+def shared_asset(*parts):
+    path = os.path.join(SHARED, *parts)
+    if not os.path.exists(path):
+        pytest.skip(f"../shared/assets/qwen2 is not beside this checkout ({path} missing)")
+    return path
