@@ -44,21 +44,41 @@ class ModelOutput:
 # the blocks
 
 
-def self_attention(x, w: Layer, cfg: Qwen2Config, cos, sin, bias):  # [b, t, d] -> [b, t, d]
+# Queries are processed in blocks of this many positions, so a long prompt's attention scores
+# take [heads, block, seq] memory instead of [heads, seq, seq].
+QUERY_BLOCK = 512
+
+
+def self_attention(x, w: Layer, cfg: Qwen2Config, cos, sin, mask: "MaskSpec", cache=None, layer=0):
+    # [b, t, d] -> [b, t, d]
     b, t, _ = x.shape
     H, K, hd = cfg.num_attention_heads, cfg.num_key_value_heads, cfg.head_dim
     q = (x @ w.wq.T + w.bq).reshape(b, t, H, hd).transpose(0, 2, 1, 3)  # [b, H, t, hd]
     k = (x @ w.wk.T + w.bk).reshape(b, t, K, hd).transpose(0, 2, 1, 3)  # [b, K, t, hd]
     v = (x @ w.wv.T + w.bv).reshape(b, t, K, hd).transpose(0, 2, 1, 3)  # [b, K, t, hd]
     q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
-    out = attention(q, k, v, bias)                                       # [b, H, t, hd]
+    if cache is not None:                                                # all keys so far
+        k, v = cache.update(layer, k, v)                                 # [b, K, past + t, hd]
+    past = k.shape[2] - t
+    window = cfg.layer_window(layer)
+    out = np.empty((b, H, t, hd), np.float32)
+    for q0 in range(0, t, QUERY_BLOCK):
+        q1 = min(t, q0 + QUERY_BLOCK)
+        s = past + q1  # causal: this block never looks past its last query
+        bias = causal_mask(q1 - q0, s, mask.padding, window, q_start=past + q0)
+        out[:, :, q0:q1] = attention(q[:, :, q0:q1], k[:, :, :s], v[:, :, :s], bias)
     return out.transpose(0, 2, 1, 3).reshape(b, t, H * hd) @ w.wo.T
 
 
-def decoder_layer(x, w: Layer, cfg: Qwen2Config, cos, sin, bias):  # [b, t, d] -> [b, t, d]
-    x = x + self_attention(rms_norm(x, w.input_norm, cfg.rms_norm_eps), w, cfg, cos, sin, bias)
+def decoder_layer(x, w: Layer, cfg: Qwen2Config, cos, sin, mask, cache=None, layer=0):  # [b, t, d] -> [b, t, d]
+    x = x + self_attention(rms_norm(x, w.input_norm, cfg.rms_norm_eps), w, cfg, cos, sin, mask, cache, layer)
     x = x + swiglu_mlp(rms_norm(x, w.post_norm, cfg.rms_norm_eps), w.w_gate, w.w_up, w.w_down)
     return x
+
+
+@dataclass
+class MaskSpec:
+    padding: np.ndarray | None  # [b, past + t] 1 = token, 0 = left padding; None when nothing is padded
 
 
 def position_ids_from_mask(attention_mask):  # [b, t] 0/1 -> [b, t]
@@ -79,25 +99,37 @@ class Model:
         self.norm = norm          # [d]
         self.lm_head = lm_head    # [vocab, d]; the same array as embed when tied
 
-    def forward(self, input_ids, attention_mask=None, output_hidden_states=False) -> ModelOutput:
+    def forward(self, input_ids, attention_mask=None, output_hidden_states=False, cache=None,
+                logits_to_keep=0) -> ModelOutput:
         """input_ids [b, t] ints; attention_mask [b, t] 0/1 with 0 for left padding.
-        -> logits [b, t, vocab] float32 (and hidden_states in transformers' convention)."""
+        -> logits [b, t, vocab] float32 (and hidden_states in transformers' convention).
+        cache: a KVCache holding the earlier positions; attention_mask then covers the new ones only.
+        logits_to_keep: compute the LM head only for the last n positions (0 = all)."""
         cfg = self.config
         ids, mask = self._check_inputs(input_ids, attention_mask)
-        positions = position_ids_from_mask(mask) if mask is not None else np.arange(ids.shape[1])[None]
-        t = ids.shape[1]
+        b, t = ids.shape
+        past = cache.length if cache is not None else 0
+        if cache is not None:
+            cache.reserve(t, mask)
+            padding = cache.padding[:, :past + t]
+        else:
+            padding = mask if mask is not None else np.ones((b, t), np.int64)
+        positions = position_ids_from_mask(padding)[:, past:]           # [b, t]
+        spec = MaskSpec(padding=None if padding.all() else padding)
 
         inv_freq, scale = rope_inv_freq(cfg.head_dim, cfg.rope_parameters, cfg.max_position_embeddings,
                                         seq_len=int(positions.max()) + 1)
-        cos, sin = rope_cos_sin(inv_freq, np.broadcast_to(positions, ids.shape), scale)
-        biases = {window: causal_mask(t, t, mask, window)
-                  for window in {cfg.layer_window(i) for i in range(cfg.num_hidden_layers)}}
+        cos, sin = rope_cos_sin(inv_freq, positions, scale)                # [b, t, hd]
 
         x = self.embed[ids]                                                   # [b, t, d]
         hidden = [x]
         for i, layer in enumerate(self.layers):
-            x = decoder_layer(x, layer, cfg, cos, sin, biases[cfg.layer_window(i)])
+            x = decoder_layer(x, layer, cfg, cos, sin, spec, cache, i)
             hidden.append(x)
+        if cache is not None:
+            cache.advance(t)
+        if logits_to_keep:
+            x = x[:, -logits_to_keep:]
         x = rms_norm(x, self.norm, cfg.rms_norm_eps)
         hidden[-1] = x  # transformers reports the last layer's output after the final norm
         logits = x @ self.lm_head.T

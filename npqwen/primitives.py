@@ -142,19 +142,21 @@ def repeat_kv(x, n_rep):  # [b, K, s, hd] -> [b, K * n_rep, s, hd]
     return x if n_rep == 1 else np.repeat(x, n_rep, axis=1)
 
 
-def causal_mask(q_len, kv_len, padding_mask=None, window=None):  # -> [b or 1, 1, t, s] float32
-    """Additive attention bias: 0 where query i may attend to key j, NEG elsewhere. The queries are
-    the last q_len of kv_len positions (positions are indices into the sequence, padding included).
-    Allowed: causal (j <= i), inside the sliding window if any (j > i - window), and not padding
-    (padding_mask[b, j] == 1, with padding_mask of shape [b, kv_len])."""
-    i = np.arange(kv_len - q_len, kv_len)[:, None]
+def causal_mask(q_len, kv_len, padding_mask=None, window=None, q_start=None):  # -> [b or 1, 1, t, s] float32
+    """Additive attention bias: 0 where query i may attend to key j, NEG elsewhere. Positions are
+    indices into the sequence, padding included; the queries are positions q_start ... q_start +
+    q_len - 1 (by default the last q_len of the kv_len). Allowed: causal (j <= i), inside the sliding
+    window if any (j > i - window), and not padding (padding_mask[b, j] == 1, shape [b, >= kv_len])."""
+    if q_start is None:
+        q_start = kv_len - q_len
+    i = np.arange(q_start, q_start + q_len)[:, None]
     j = np.arange(kv_len)[None, :]
     allowed = j <= i
     if window is not None:
         allowed = allowed & (j > i - window)
     allowed = allowed[None, None]  # [1, 1, t, s]
     if padding_mask is not None:
-        allowed = allowed & (padding_mask[:, None, None, :] != 0)
+        allowed = allowed & (padding_mask[:, None, None, :kv_len] != 0)
     return np.where(allowed, np.float32(0), NEG).astype(np.float32)
 
 

@@ -139,7 +139,7 @@ def export_case(name, overrides, dtype, shard, prompts, v4, seed):
         arrays[f"p{k}.logits"] = out.logits.numpy().astype(np.float32)
         for i, h in enumerate(out.hidden_states):
             arrays[f"p{k}.hidden.{i}"] = h.numpy().astype(np.float32)
-        arrays[f"p{k}.generated"] = new_tokens
+        arrays[f"p{k}.generated"] = np.ascontiguousarray(new_tokens)  # save_file needs C order
         top2 = np.sort(out.logits.numpy(), axis=-1)[..., -2:]
         margin = float((top2[..., 1] - top2[..., 0])[mask == 1].min())
         entry = {"lengths": lengths, "min_top2_margin": margin, "hidden_states": len(out.hidden_states)}

@@ -1,0 +1,147 @@
+"""Generation: prefill the prompt once into a KV cache, then one forward per new token.
+
+    prompt ids --prefill--> cache + logits of the last position
+    loop: sample a token from the logits -> yield it -> stop at eos / max tokens / context limit
+          -> forward that one token against the cache -> logits
+
+`generate` is the streaming API for one prompt (text or ids); `generate_batch` runs several prompts
+of different lengths together, left-padded, giving each the tokens it would get alone.
+"""
+
+import json
+import os
+from dataclasses import dataclass
+
+import numpy as np
+
+from .cache import KVCache
+from .errors import NpqwenError
+from .sampling import SamplingSettings, sample
+
+
+@dataclass
+class Token:
+    id: int
+    text: str = ""                    # the text this token completes ("" mid-character, or without tokenizer)
+    finish_reason: str | None = None  # on the last token: "eos", "length" (max_new_tokens) or "context"
+
+
+def context_limit(config) -> int:
+    """How many positions the model is meant to see: max_position_embeddings, which for yarn is
+    already the extended length; dynamic NTK RoPE stretches the trained length by its factor."""
+    rope = config.rope_parameters
+    if rope["rope_type"] == "dynamic":
+        return int(config.max_position_embeddings * rope["factor"])
+    return config.max_position_embeddings
+
+
+def generate_steps(model, prompts, max_new_tokens, settings=None, seed=None, eos_ids=(), pad_id=0, max_context=None):
+    """Yield, for each step, the next token of every prompt ([b] ints). Rows that produced an eos
+    id continue with pad_id (as transformers does) until all are done. prompts: list of id lists.
+    max_context: stop when a sequence reaches this many positions (default: context_limit)."""
+    settings = (settings or SamplingSettings()).validate()
+    cfg = model.config
+    if not prompts or any(len(p) == 0 for p in prompts):
+        raise NpqwenError("empty prompt: give at least one token")
+    if max_new_tokens < 1:
+        raise NpqwenError(f"max_new_tokens must be at least 1, found {max_new_tokens}")
+    b, T = len(prompts), max(len(p) for p in prompts)
+    limit = max_context or context_limit(cfg)
+    if T >= limit:
+        raise NpqwenError(f"the prompt is {T} tokens long; the model's context is {limit} tokens, "
+                          f"leaving no room to generate")
+    steps = min(max_new_tokens, limit - T)
+
+    ids = np.full((b, T), pad_id, np.int64)
+    mask = np.zeros((b, T), np.int64)
+    for r, p in enumerate(prompts):
+        ids[r, T - len(p):], mask[r, T - len(p):] = p, 1
+    # For the repetition penalty, padding must not count as "seen": repeat each row's first token there.
+    history = np.where(mask == 1, ids, ids[np.arange(b), T - mask.sum(1)][:, None])
+
+    cache = KVCache(cfg, b, T + steps)
+    rng = np.random.default_rng(seed)
+    logits = model.forward(ids, mask if not mask.all() else None, cache=cache, logits_to_keep=1).logits[:, -1]
+    done = np.zeros(b, bool)
+    eos = np.asarray(list(eos_ids), np.int64)
+    for step in range(steps):
+        nxt = np.where(done, pad_id, sample(logits, settings, rng, history))
+        yield nxt
+        done |= np.isin(nxt, eos)
+        if done.all() or step == steps - 1:
+            return
+        history = np.concatenate([history, nxt[:, None]], axis=1)
+        logits = model.forward(nxt[:, None], cache=cache).logits[:, -1]
+
+
+def generate(model, tokenizer, prompt, max_new_tokens=256, settings=None, seed=None, eos_ids=None, max_context=None):
+    """Stream the continuation of one prompt (a string, or a list of token ids) as Token objects."""
+    if isinstance(prompt, str):
+        if tokenizer is None:
+            raise NpqwenError("a text prompt needs a tokenizer; pass token ids to run without one")
+        ids = tokenizer.encode(prompt)
+        if not ids:
+            raise NpqwenError("empty prompt: give some text")
+    else:
+        ids = [int(i) for i in prompt]
+    if eos_ids is None:
+        eos_ids = eos_token_ids(model.config)
+    stream = tokenizer.stream() if tokenizer is not None else None
+    limit = max_context or context_limit(model.config)
+    n = 0
+    for step in generate_steps(model, [ids], max_new_tokens, settings, seed, eos_ids, max_context=limit):
+        tok = int(step[0])
+        n += 1
+        reason = ("eos" if tok in eos_ids else "length" if n == max_new_tokens
+                  else "context" if len(ids) + n >= limit else None)
+        text = stream.feed(tok) if stream is not None and reason != "eos" else ""
+        yield Token(tok, text, reason)
+
+
+def generate_batch(model, prompts, max_new_tokens, settings=None, seed=None, eos_ids=None, pad_id=0,
+                   max_context=None):
+    """Generate for several id prompts at once. -> one list of new ids per prompt, each ending at
+    (and including) its first eos id."""
+    if eos_ids is None:
+        eos_ids = eos_token_ids(model.config)
+    out = [[] for _ in prompts]
+    done = [False] * len(prompts)
+    for step in generate_steps(model, prompts, max_new_tokens, settings, seed, eos_ids, pad_id, max_context):
+        for r, tok in enumerate(step):
+            if not done[r]:
+                out[r].append(int(tok))
+                done[r] = int(tok) in eos_ids
+    return out
+
+
+def eos_token_ids(config, generation_config=None) -> list:
+    """The end-of-sequence ids: generation_config.json's eos_token_id (an id or a list), else config.json's."""
+    v = (generation_config or {}).get("eos_token_id", config.eos_token_id)
+    if v is None:
+        return []
+    return [int(x) for x in (v if isinstance(v, list) else [v])]
+
+
+def read_generation_config(folder) -> dict:
+    path = os.path.join(folder, "generation_config.json")
+    if not os.path.isfile(path):
+        return {}
+    try:
+        with open(path, encoding="utf-8") as f:
+            d = json.load(f)
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise NpqwenError(f"{path}: not valid UTF-8 JSON ({e})") from None
+    if not isinstance(d, dict):
+        raise NpqwenError(f"{path}: expected a JSON object")
+    return d
+
+
+def default_settings(generation_config: dict) -> SamplingSettings:
+    """Sampling defaults as transformers derives them from generation_config.json: greedy unless
+    do_sample is true; then temperature 1.0, top_k 50, top_p 1.0 unless the file says otherwise."""
+    g = generation_config
+    rp = g.get("repetition_penalty") or 1.0
+    if not g.get("do_sample"):
+        return SamplingSettings(temperature=0.0, repetition_penalty=rp)
+    return SamplingSettings(temperature=g.get("temperature", 1.0) or 0.0, top_k=g.get("top_k", 50) or 0,
+                            top_p=g.get("top_p", 1.0) or 1.0, min_p=g.get("min_p") or 0.0, repetition_penalty=rp)

@@ -1,0 +1,85 @@
+"""Generation against transformers' generate(do_sample=False), the KV cache against recomputation,
+batching against single prompts, and seeded sampling."""
+
+import numpy as np
+import pytest
+from safetensors.numpy import load_file
+
+from conftest import REFERENCES, golden_cases, golden_meta, golden_model
+from npqwen.cache import KVCache
+from npqwen.generation import generate, generate_batch, generate_steps
+from npqwen.sampling import SamplingSettings
+
+
+def prompts_of(ref, k):
+    ids, mask = ref[f"p{k}.input_ids"], ref[f"p{k}.attention_mask"]
+    return [row[m == 1].tolist() for row, m in zip(ids, mask)]
+
+
+@pytest.mark.parametrize("case", golden_cases())
+def test_greedy_equals_transformers_generate(case):
+    """Token for token, for single prompts and left-padded batches (transformers continues
+    finished rows with pad id 0; these checkpoints have no eos so every row runs to the end)."""
+    ref = load_file(f"{REFERENCES}/{case}.safetensors")
+    model = golden_model(case)
+    for k, _ in enumerate(golden_meta(case)["prompts"]):
+        want = ref[f"p{k}.generated"]
+        got = generate_batch(model, prompts_of(ref, k), max_new_tokens=want.shape[1], eos_ids=[],
+                             max_context=10_000)  # rope_dynamic's prompt runs past its trained context
+        assert np.array_equal(np.array(got), want), f"{case} prompt {k}"
+
+
+@pytest.mark.parametrize("case", ["gqa3_bf16", "sliding_window", "rope_dynamic", "rope_yarn_4x"])
+def test_cached_decoding_equals_recomputing(case):
+    """Feeding tokens one at a time through the KV cache gives the logits of a full forward.
+    (Dynamic RoPE is excluded past its original context: transformers itself re-bases the
+    frequencies as the sequence grows, so cached keys keep their old rotation there.)"""
+    model = golden_model(case)
+    rng = np.random.default_rng(0)
+    n = 30 if case != "rope_dynamic" else 31  # rope_dynamic: max_position_embeddings 32
+    ids = rng.integers(0, model.config.vocab_size, (2, n))
+    full = model.forward(ids).logits
+    cache = KVCache(model.config, 2, n)
+    pieces = [model.forward(ids[:, :7], cache=cache).logits]      # a prefill of 7, then one by one
+    for t in range(7, n):
+        pieces.append(model.forward(ids[:, t:t + 1], cache=cache).logits)
+    inc = np.concatenate(pieces, axis=1)
+    assert np.abs(inc - full).max() < 1e-4 * np.abs(full).max()
+
+
+def test_batch_gives_each_prompt_its_own_tokens():
+    model = golden_model("gqa3_bf16")
+    rng = np.random.default_rng(1)
+    prompts = [rng.integers(1, 320, n).tolist() for n in (3, 17, 9)]
+    batch = generate_batch(model, prompts, max_new_tokens=10, eos_ids=[])
+    alone = [generate_batch(model, [p], max_new_tokens=10, eos_ids=[])[0] for p in prompts]
+    assert batch == alone
+
+
+def test_batch_stops_each_row_at_its_eos():
+    model = golden_model("gqa3_bf16")
+    prompt = [5, 6, 7]
+    free = generate_batch(model, [prompt], max_new_tokens=8, eos_ids=[])[0]
+    eos = free[3]
+    stopped = generate_batch(model, [prompt, [9, 9, 9, 9]], max_new_tokens=8, eos_ids=[eos])
+    assert stopped[0] == free[:free.index(eos) + 1]
+
+
+def test_seed_reproduces_and_differs():
+    model = golden_model("mha_f32_tied")
+    s = SamplingSettings(temperature=1.0)
+    run = lambda seed: [t.id for t in generate(model, None, [1, 2, 3], 20, s, seed=seed, eos_ids=[])]
+    assert run(7) == run(7)
+    assert run(7) != run(8)
+
+
+def test_generate_reports_why_it_stopped():
+    model = golden_model("rope_dynamic")  # context: 32 positions x dynamic factor 2
+    toks = list(generate(model, None, list(range(1, 53)), max_new_tokens=100, eos_ids=[]))
+    assert len(toks) == 12 and toks[-1].finish_reason == "context"
+    assert all(t.finish_reason is None for t in toks[:-1])
+    toks = list(generate(model, None, [1, 2], max_new_tokens=5, eos_ids=[]))
+    assert len(toks) == 5 and toks[-1].finish_reason == "length"
+    first = toks[0].id
+    toks = list(generate(model, None, [1, 2], max_new_tokens=5, eos_ids=[first]))
+    assert len(toks) == 1 and toks[0].finish_reason == "eos"
