@@ -258,5 +258,5 @@ def _stored_name(dtype) -> str:
 
 
 def to_float32(a: np.ndarray) -> np.ndarray:
-    """Upcast a stored (bf16/f16/f32) tensor to a float32 array in memory."""
-    return np.asarray(a, dtype=np.float32).copy() if a.dtype == np.float32 else a.astype(np.float32)
+    """Upcast a stored (bf16/f16/f32) tensor to a plain float32 array in memory (not a memmap)."""
+    return np.array(a, dtype=np.float32, copy=True, subok=False)

@@ -83,3 +83,20 @@ def test_generate_reports_why_it_stopped():
     first = toks[0].id
     toks = list(generate(model, None, [1, 2], max_new_tokens=5, eos_ids=[first]))
     assert len(toks) == 1 and toks[0].finish_reason == "eos"
+
+
+@pytest.mark.parametrize("case", ["gqa3_bf16", "sliding_window"])
+def test_query_blocks_give_the_unblocked_result(case, monkeypatch):
+    """Long prompts are attended in query blocks; on small sizes, blocks of 5 positions must give
+    exactly what one block gives (padding and sliding windows included)."""
+    import npqwen.model as M
+    model = golden_model(case)
+    rng = np.random.default_rng(2)
+    ids = rng.integers(1, 320, (2, 37))
+    mask = np.ones_like(ids)
+    mask[0, :6] = 0
+    whole = model.forward(ids, mask).logits
+    monkeypatch.setattr(M, "QUERY_BLOCK", 5)
+    blocked = model.forward(ids, mask).logits
+    valid = mask == 1
+    assert np.allclose(blocked[valid], whole[valid], rtol=0, atol=1e-5 * np.abs(whole).max())

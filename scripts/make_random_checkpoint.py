@@ -1,0 +1,67 @@
+"""Write a Qwen2 checkpoint folder with random bf16 weights of a real model's shape, for benchmarks.
+
+    python scripts/make_random_checkpoint.py OUT [--shape 0.5b|7b] [--layers N]
+
+The weights are random (no download is possible here); the shapes, dtype and file layout are the
+real thing, so loading, memory and speed behave as with the real checkpoint. Written with numpy
+only (the safetensors package cannot take bf16 arrays from NumPy).
+"""
+
+import argparse
+import json
+import os
+import sys
+
+import ml_dtypes
+import numpy as np
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+from npqwen.config import Qwen2Config  # noqa: E402
+from npqwen.weights import expected_shapes  # noqa: E402
+
+SHAPES = {
+    "0.5b": dict(hidden_size=896, intermediate_size=4864, num_hidden_layers=24, num_attention_heads=14,
+                 num_key_value_heads=2, vocab_size=151936, tie_word_embeddings=True, max_position_embeddings=32768),
+    "7b": dict(hidden_size=3584, intermediate_size=18944, num_hidden_layers=28, num_attention_heads=28,
+               num_key_value_heads=4, vocab_size=152064, tie_word_embeddings=False, max_position_embeddings=32768),
+}
+
+
+def write(out, shape="0.5b", layers=None, seed=0):
+    cfg = dict(SHAPES[shape], model_type="qwen2", architectures=["Qwen2ForCausalLM"], rms_norm_eps=1e-6,
+               rope_theta=1000000.0, hidden_act="silu", torch_dtype="bfloat16", use_sliding_window=False,
+               bos_token_id=151643, eos_token_id=151643)
+    if layers:
+        cfg["num_hidden_layers"] = layers
+    os.makedirs(out, exist_ok=True)
+    with open(os.path.join(out, "config.json"), "w") as f:
+        json.dump(cfg, f, indent=2)
+    shapes = expected_shapes(Qwen2Config.from_dict(cfg))
+    rng = np.random.default_rng(seed)
+    header, offset = {}, 0
+    for name, shp in shapes.items():
+        n = int(np.prod(shp)) * 2
+        header[name] = {"dtype": "BF16", "shape": list(shp), "data_offsets": [offset, offset + n]}
+        offset += n
+    raw = json.dumps(header).encode()
+    raw += b" " * (-len(raw) % 8)
+    with open(os.path.join(out, "model.safetensors"), "wb") as f:
+        f.write(len(raw).to_bytes(8, "little"))
+        f.write(raw)
+        for name, shp in shapes.items():
+            if name.endswith("norm.weight"):
+                a = 1.0 + 0.1 * rng.standard_normal(shp, np.float32)
+            else:
+                fan_in = shp[-1] if len(shp) == 2 else 1
+                a = rng.standard_normal(shp, np.float32) * (0.02 if "embed" in name else fan_in ** -0.5)
+            f.write(a.astype(ml_dtypes.bfloat16).tobytes())
+    return out
+
+
+if __name__ == "__main__":
+    p = argparse.ArgumentParser()
+    p.add_argument("out")
+    p.add_argument("--shape", choices=SHAPES, default="0.5b")
+    p.add_argument("--layers", type=int)
+    a = p.parse_args()
+    print(write(a.out, a.shape, a.layers))
