@@ -17,6 +17,7 @@ import numpy as np
 
 from .config import Qwen2Config
 from .errors import NpqwenError
+from .progress import Progress
 from .primitives import apply_rope, attention, causal_mask, rms_norm, rope_cos_sin, rope_inv_freq, swiglu_mlp
 from .weights import check_tensors, open_checkpoint, to_float32
 
@@ -123,9 +124,12 @@ class Model:
 
         x = self.embed[ids]                                                   # [b, t, d]
         hidden = [x]
+        progress = Progress("prefill: layer", len(self.layers), enabled=b * t >= 512)
         for i, layer in enumerate(self.layers):
             x = decoder_layer(x, layer, cfg, cos, sin, spec, cache, i)
             hidden.append(x)
+            progress.update(i + 1)
+        progress.close()
         if cache is not None:
             cache.advance(t)
         if logits_to_keep:
@@ -177,7 +181,9 @@ def load_model(path: str) -> Model:
         return to_float32(tensors[name])
 
     layers = []
+    progress = Progress("loading: layer", cfg.num_hidden_layers)
     for i in range(cfg.num_hidden_layers):
+        progress.update(i)
         p = f"model.layers.{i}."
         a, m = p + "self_attn.", p + "mlp."
         layers.append(Layer(
@@ -189,6 +195,7 @@ def load_model(path: str) -> Model:
             post_norm=get(p + "post_attention_layernorm.weight"),
             w_gate=get(m + "gate_proj.weight"), w_up=get(m + "up_proj.weight"), w_down=get(m + "down_proj.weight"),
         ))
+    progress.close()
     embed = get("model.embed_tokens.weight")
     lm_head = embed if cfg.tie_word_embeddings else get("lm_head.weight")
     return Model(cfg, embed, layers, get("model.norm.weight"), lm_head)

@@ -11,7 +11,9 @@ SHARED = os.path.join(ROOT, "..", "shared", "assets", "qwen2")
 
 
 def golden_cases():
-    return sorted(f[:-5] for f in os.listdir(REFERENCES) if f.endswith(".json"))
+    """Every golden model: a references/<case>.safetensors with its checkpoint under checkpoints/<case>."""
+    return sorted(f[:-12] for f in os.listdir(REFERENCES)
+                  if f.endswith(".safetensors") and os.path.isdir(os.path.join(CHECKPOINTS, f[:-12])))
 
 
 def golden_meta(case):
