@@ -98,6 +98,8 @@ class Qwen2Config:
             raise ConfigError(f"{path}: not UTF-8 text ({e.reason} at byte {e.start})") from None
         except json.JSONDecodeError as e:
             raise ConfigError(f"{path}: not valid JSON ({e.msg} at line {e.lineno} column {e.colno})") from None
+        except (ValueError, RecursionError) as e:  # e.g. an integer of thousands of digits
+            raise ConfigError(f"{path}: not usable JSON ({str(e)[:120]})") from None
         return _parse(d, path)
 
 
@@ -157,9 +159,10 @@ def _parse(d, src) -> Qwen2Config:
     use_sw = d.get("use_sliding_window", False)
     if not isinstance(use_sw, bool):
         raise ConfigError(f"{src}: use_sliding_window must be true or false, found {use_sw!r}")
+    # transformers: 4096 when the key is absent; null disables the window.
     window = d.get("sliding_window", 4096) if use_sw else None
     if window is not None:
-        window = _pos_int(d, "sliding_window", src)
+        window = _pos_int({"sliding_window": window}, "sliding_window", src)
     max_window_layers = _pos_int(d, "max_window_layers", src, allow_zero=True) if "max_window_layers" in d else 28
     layer_types = d.get("layer_types")
     if layer_types is None:
@@ -242,7 +245,10 @@ def _rope_parameters(d, src, max_pos) -> dict:
 
 
 def _is_num(x) -> bool:
-    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
+    try:
+        return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
+    except OverflowError:  # an int too large for a float
+        return False
 
 
 def _pos_int(d, name, src, allow_zero=False) -> int:

@@ -63,10 +63,10 @@ def read_header(path: str) -> tuple[int, dict, dict]:
         raise CheckpointError(f"{path}: header does not start with '{{' (not a safetensors file, or corrupt)")
     try:
         obj = json.loads(text, object_pairs_hook=_no_duplicate_keys)
-    except (json.JSONDecodeError, RecursionError) as e:
-        raise CheckpointError(f"{path}: header is not valid JSON ({getattr(e, 'msg', e)})") from None
     except CheckpointError as e:
         raise CheckpointError(f"{path}: header {e}") from None
+    except (ValueError, RecursionError) as e:  # JSONDecodeError, or an integer of thousands of digits
+        raise CheckpointError(f"{path}: header is not valid JSON ({str(getattr(e, 'msg', e))[:120]})") from None
     if not isinstance(obj, dict):
         raise CheckpointError(f"{path}: header is not a JSON object")
 
@@ -109,7 +109,7 @@ def _tensor_info(path, name, info):
         raise CheckpointError(f"{path}: tensor {name!r} must be an object with exactly dtype, shape and "
                               f"data_offsets, found {_short(info)}")
     dtype, shape, offsets = info["dtype"], info["shape"], info["data_offsets"]
-    if dtype not in DTYPES:
+    if not isinstance(dtype, str) or dtype not in DTYPES:
         raise CheckpointError(f"{path}: tensor {name!r} has unknown dtype {_short(dtype)} "
                               f"(known: {', '.join(DTYPES)})")
     if not isinstance(shape, list) or not all(_is_uint(d) for d in shape):
@@ -136,6 +136,7 @@ def open_safetensors(path: str) -> dict[str, np.ndarray]:
     size = os.path.getsize(path)
     if size == start:  # no tensor data at all (mmap cannot map zero bytes)
         data = np.zeros(0, np.uint8)
+        data.flags.writeable = False
     else:
         data = np.memmap(path, dtype=np.uint8, mode="r", offset=start, shape=(size - start,))
     return {name: data[begin:end].view(DTYPES[dtype]).reshape(shape)
