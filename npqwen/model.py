@@ -82,6 +82,12 @@ class MaskSpec:
     padding: np.ndarray | None  # [b, past + t] 1 = token, 0 = left padding; None when nothing is padded
 
 
+def _check_finite(x, where):
+    """A NaN or infinity would silently poison every later token: stop where it first appears."""
+    if not np.isfinite(x).all():
+        raise NpqwenError(f"NaN or infinity in the output of {where} (corrupt weights, or float32 overflow)")
+
+
 def position_ids_from_mask(attention_mask):  # [b, t] 0/1 -> [b, t]
     """transformers' generate: positions count only real tokens (cumsum - 1); padding gets 1."""
     pos = np.cumsum(attention_mask, axis=-1) - 1
@@ -106,8 +112,15 @@ class Model:
         -> logits [b, t, vocab] float32 (and hidden_states in transformers' convention).
         cache: a KVCache holding the earlier positions; attention_mask then covers the new ones only.
         logits_to_keep: compute the LM head only for the last n positions (0 = all)."""
-        cfg = self.config
         ids, mask = self._check_inputs(input_ids, attention_mask)
+        # NaN/inf are detected layer by layer below, with a clear error instead of numpy's warnings.
+        with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+            return self._forward(ids, mask, output_hidden_states, cache, logits_to_keep)
+
+    __call__ = forward
+
+    def _forward(self, ids, mask, output_hidden_states, cache, logits_to_keep):
+        cfg = self.config
         b, t = ids.shape
         past = cache.length if cache is not None else 0
         if cache is not None:
@@ -125,8 +138,10 @@ class Model:
         x = self.embed[ids]                                                   # [b, t, d]
         hidden = [x]
         progress = Progress("prefill: layer", len(self.layers), enabled=b * t >= 512)
+        _check_finite(x, "the embedding")
         for i, layer in enumerate(self.layers):
             x = decoder_layer(x, layer, cfg, cos, sin, spec, cache, i)
+            _check_finite(x, f"decoder layer {i}")
             hidden.append(x)
             progress.update(i + 1)
         progress.close()
@@ -137,9 +152,8 @@ class Model:
         x = rms_norm(x, self.norm, cfg.rms_norm_eps)
         hidden[-1] = x  # transformers reports the last layer's output after the final norm
         logits = x @ self.lm_head.T
+        _check_finite(logits, "the final norm and LM head")
         return ModelOutput(logits=logits, hidden_states=tuple(hidden) if output_hidden_states else None)
-
-    __call__ = forward
 
     def _check_inputs(self, input_ids, attention_mask):
         ids = np.asarray(input_ids)

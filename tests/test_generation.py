@@ -100,3 +100,18 @@ def test_query_blocks_give_the_unblocked_result(case, monkeypatch):
     blocked = model.forward(ids, mask).logits
     valid = mask == 1
     assert np.allclose(blocked[valid], whole[valid], rtol=0, atol=1e-5 * np.abs(whole).max())
+
+
+def test_nan_stops_generation_naming_the_layer():
+    from npqwen import load_model
+    from npqwen.errors import NpqwenError
+    from conftest import CHECKPOINTS
+    model = load_model(f"{CHECKPOINTS}/gqa3_bf16")
+    model.layers[1].w_up[3, 5] = np.nan
+    with pytest.raises(NpqwenError, match="decoder layer 1"):
+        list(generate(model, None, [1, 2, 3], 5, eos_ids=[]))
+    model = load_model(f"{CHECKPOINTS}/gqa3_bf16")
+    model.lm_head = model.lm_head.copy()
+    model.lm_head[7] = np.inf
+    with pytest.raises(NpqwenError, match="LM head"):
+        list(generate(model, None, [1, 2, 3], 5, eos_ids=[]))
