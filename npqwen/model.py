@@ -24,15 +24,16 @@ from .weights import check_tensors, open_checkpoint, to_float32
 
 @dataclass
 class Layer:
-    """One decoder layer's weights, float32, in the checkpoint's [out, in] layout."""
+    """One decoder layer's weights, float32. Projections are transposed once at load to [in, out],
+    so every matmul below is a plain `x @ W` BLAS call with no strided copy."""
     input_norm: np.ndarray                              # [d]
-    wq: np.ndarray; bq: np.ndarray                      # [H*hd, d], [H*hd]
-    wk: np.ndarray; bk: np.ndarray                      # [K*hd, d], [K*hd]
-    wv: np.ndarray; bv: np.ndarray                      # [K*hd, d], [K*hd]
-    wo: np.ndarray                                      # [d, H*hd]
+    wq: np.ndarray; bq: np.ndarray                      # [d, H*hd], [H*hd]
+    wk: np.ndarray; bk: np.ndarray                      # [d, K*hd], [K*hd]
+    wv: np.ndarray; bv: np.ndarray                      # [d, K*hd], [K*hd]
+    wo: np.ndarray                                      # [H*hd, d]
     post_norm: np.ndarray                               # [d]
-    w_gate: np.ndarray; w_up: np.ndarray                # [i, d]
-    w_down: np.ndarray                                  # [d, i]
+    w_gate: np.ndarray; w_up: np.ndarray                # [d, i]
+    w_down: np.ndarray                                  # [i, d]
 
 
 @dataclass
@@ -54,9 +55,9 @@ def self_attention(x, w: Layer, cfg: Qwen2Config, cos, sin, mask: "MaskSpec", ca
     # [b, t, d] -> [b, t, d]
     b, t, _ = x.shape
     H, K, hd = cfg.num_attention_heads, cfg.num_key_value_heads, cfg.head_dim
-    q = (x @ w.wq.T + w.bq).reshape(b, t, H, hd).transpose(0, 2, 1, 3)  # [b, H, t, hd]
-    k = (x @ w.wk.T + w.bk).reshape(b, t, K, hd).transpose(0, 2, 1, 3)  # [b, K, t, hd]
-    v = (x @ w.wv.T + w.bv).reshape(b, t, K, hd).transpose(0, 2, 1, 3)  # [b, K, t, hd]
+    q = (x @ w.wq + w.bq).reshape(b, t, H, hd).transpose(0, 2, 1, 3)  # [b, H, t, hd]
+    k = (x @ w.wk + w.bk).reshape(b, t, K, hd).transpose(0, 2, 1, 3)  # [b, K, t, hd]
+    v = (x @ w.wv + w.bv).reshape(b, t, K, hd).transpose(0, 2, 1, 3)  # [b, K, t, hd]
     q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
     if cache is not None:                                                # all keys so far
         k, v = cache.update(layer, k, v)                                 # [b, K, past + t, hd]
@@ -68,7 +69,7 @@ def self_attention(x, w: Layer, cfg: Qwen2Config, cos, sin, mask: "MaskSpec", ca
         s = past + q1  # causal: this block never looks past its last query
         bias = causal_mask(q1 - q0, s, mask.padding, window, q_start=past + q0)
         out[:, :, q0:q1] = attention(q[:, :, q0:q1], k[:, :, :s], v[:, :, :s], bias)
-    return out.transpose(0, 2, 1, 3).reshape(b, t, H * hd) @ w.wo.T
+    return out.transpose(0, 2, 1, 3).reshape(b, t, H * hd) @ w.wo
 
 
 def decoder_layer(x, w: Layer, cfg: Qwen2Config, cos, sin, mask, cache=None, layer=0):  # [b, t, d] -> [b, t, d]
@@ -194,6 +195,9 @@ def load_model(path: str) -> Model:
     def get(name):
         return to_float32(tensors[name])
 
+    def get_t(name):  # a projection [out, in] -> [in, out], contiguous
+        return to_float32(tensors[name].T)
+
     layers = []
     progress = Progress("loading: layer", cfg.num_hidden_layers)
     for i in range(cfg.num_hidden_layers):
@@ -202,12 +206,13 @@ def load_model(path: str) -> Model:
         a, m = p + "self_attn.", p + "mlp."
         layers.append(Layer(
             input_norm=get(p + "input_layernorm.weight"),
-            wq=get(a + "q_proj.weight"), bq=get(a + "q_proj.bias"),
-            wk=get(a + "k_proj.weight"), bk=get(a + "k_proj.bias"),
-            wv=get(a + "v_proj.weight"), bv=get(a + "v_proj.bias"),
-            wo=get(a + "o_proj.weight"),
+            wq=get_t(a + "q_proj.weight"), bq=get(a + "q_proj.bias"),
+            wk=get_t(a + "k_proj.weight"), bk=get(a + "k_proj.bias"),
+            wv=get_t(a + "v_proj.weight"), bv=get(a + "v_proj.bias"),
+            wo=get_t(a + "o_proj.weight"),
             post_norm=get(p + "post_attention_layernorm.weight"),
-            w_gate=get(m + "gate_proj.weight"), w_up=get(m + "up_proj.weight"), w_down=get(m + "down_proj.weight"),
+            w_gate=get_t(m + "gate_proj.weight"), w_up=get_t(m + "up_proj.weight"),
+            w_down=get_t(m + "down_proj.weight"),
         ))
     progress.close()
     embed = get("model.embed_tokens.weight")

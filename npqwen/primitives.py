@@ -29,9 +29,10 @@ def silu(x):  # [...] -> [...]
     return x / (np.float32(1) + np.exp(-x))
 
 
-def swiglu_mlp(x, w_gate, w_up, w_down):  # [..., d], [i, d], [i, d], [d, i] -> [..., d]
-    """Qwen2's MLP: down(silu(gate(x)) * up(x)). Weights are stored [out, in] as in the checkpoint."""
-    return (silu(x @ w_gate.T) * (x @ w_up.T)) @ w_down.T
+def swiglu_mlp(x, w_gate, w_up, w_down):  # [..., d], [d, i], [d, i], [i, d] -> [..., d]
+    """Qwen2's MLP: down(silu(gate(x)) * up(x)), with weights as [in, out] (checkpoints store the
+    transpose, [out, in]; npqwen transposes once at load)."""
+    return (silu(x @ w_gate) * (x @ w_up)) @ w_down
 
 
 def softmax(x, axis=-1):  # [...] -> [...] float32, rows summing to one

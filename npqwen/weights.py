@@ -260,4 +260,4 @@ def _stored_name(dtype) -> str:
 
 def to_float32(a: np.ndarray) -> np.ndarray:
     """Upcast a stored (bf16/f16/f32) tensor to a plain float32 array in memory (not a memmap)."""
-    return np.array(a, dtype=np.float32, copy=True, subok=False)
+    return np.array(a, dtype=np.float32, copy=True, subok=False, order="C")
