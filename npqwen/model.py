@@ -102,10 +102,11 @@ def position_ids_from_mask(attention_mask):  # [b, t] 0/1 -> [b, t]
 class Model:
     def __init__(self, config: Qwen2Config, embed, layers, norm, lm_head):
         self.config = config
-        self.embed = embed        # [vocab, d]
-        self.layers = layers      # list of Layer
+        self.embed = embed        # [vocab, d] float32, or the stored (bf16) memory map when streaming
+        self.layers = layers      # list of Layer, or StreamedLayers
         self.norm = norm          # [d]
         self.lm_head = lm_head    # [vocab, d]; the same array as embed when tied
+        self.weights_mode = "float32"
 
     def forward(self, input_ids, attention_mask=None, output_hidden_states=False, cache=None,
                 logits_to_keep=0) -> ModelOutput:
@@ -136,7 +137,7 @@ class Model:
                                         seq_len=int(positions.max()) + 1)
         cos, sin = rope_cos_sin(inv_freq, positions, scale)                # [b, t, hd]
 
-        x = self.embed[ids]                                                   # [b, t, d]
+        x = to_float32(self.embed[ids])                                       # [b, t, d]
         hidden = [x]
         progress = Progress("prefill: layer", len(self.layers), enabled=b * t >= 512)
         _check_finite(x, "the embedding")
@@ -152,9 +153,16 @@ class Model:
             x = x[:, -logits_to_keep:]
         x = rms_norm(x, self.norm, cfg.rms_norm_eps)
         hidden[-1] = x  # transformers reports the last layer's output after the final norm
-        logits = x @ self.lm_head.T
+        logits = self.lm_head_logits(x)
         _check_finite(logits, "the final norm and LM head")
         return ModelOutput(logits=logits, hidden_states=tuple(hidden) if output_hidden_states else None)
+
+    def lm_head_logits(self, x, rows=16384):  # [b, t, d] -> [b, t, vocab]
+        if self.lm_head.dtype == np.float32:
+            return x @ self.lm_head.T
+        # Streamed weights: upcast the LM head a block of vocabulary rows at a time.
+        return np.concatenate([x @ to_float32(self.lm_head[r:r + rows]).T
+                               for r in range(0, self.lm_head.shape[0], rows)], axis=-1)
 
     def _check_inputs(self, input_ids, attention_mask):
         ids = np.asarray(input_ids)
@@ -183,38 +191,95 @@ class Model:
         return ids, mask.astype(np.int64)
 
 
-def load_model(path: str) -> Model:
-    """Read a Hugging Face checkpoint folder (config.json + safetensors) into a float32 Model."""
+WEIGHT_MODES = ("auto", "float32", "stream")
+
+
+def load_model(path: str, weights: str = "auto") -> Model:
+    """Read a Hugging Face checkpoint folder (config.json + safetensors).
+
+    weights="float32": upcast every tensor once and keep it (fastest; 4 bytes per parameter).
+    weights="stream": keep the stored (bf16) tensors memory-mapped and upcast one layer at a time
+    into reused float32 buffers, so only a layer's worth of float32 is ever resident.
+    weights="auto": float32 when it fits in 3/4 of the available memory, else stream."""
     path = os.fspath(path)
+    if weights not in WEIGHT_MODES:
+        raise NpqwenError(f"weights must be one of {', '.join(WEIGHT_MODES)}, found {weights!r}")
     if not os.path.isdir(path):
         raise NpqwenError(f"{path}: not a folder (expected a checkpoint folder with config.json and safetensors)")
     cfg = Qwen2Config.from_file(path)
     tensors = open_checkpoint(path)
     check_tensors(tensors, cfg, path)
+    if weights == "auto":
+        weights = "float32" if float32_bytes(cfg) <= 0.75 * available_memory() else "stream"
 
-    def get(name):
-        return to_float32(tensors[name])
+    embed = tensors["model.embed_tokens.weight"]
+    lm_head = embed if cfg.tie_word_embeddings else tensors["lm_head.weight"]
+    norm = to_float32(tensors["model.norm.weight"])
+    if weights == "stream":
+        model = Model(cfg, embed, StreamedLayers(tensors, cfg), norm, lm_head)
+    else:
+        progress = Progress("loading: layer", cfg.num_hidden_layers)
+        layers = []
+        for i in range(cfg.num_hidden_layers):
+            progress.update(i)
+            layers.append(layer_weights(tensors, i))
+        progress.close()
+        embed = to_float32(embed)
+        lm_head = embed if cfg.tie_word_embeddings else to_float32(lm_head)
+        model = Model(cfg, embed, layers, norm, lm_head)
+    model.weights_mode = weights
+    return model
 
-    def get_t(name):  # a projection [out, in] -> [in, out], contiguous
-        return to_float32(tensors[name].T)
 
-    layers = []
-    progress = Progress("loading: layer", cfg.num_hidden_layers)
-    for i in range(cfg.num_hidden_layers):
-        progress.update(i)
-        p = f"model.layers.{i}."
-        a, m = p + "self_attn.", p + "mlp."
-        layers.append(Layer(
-            input_norm=get(p + "input_layernorm.weight"),
-            wq=get_t(a + "q_proj.weight"), bq=get(a + "q_proj.bias"),
-            wk=get_t(a + "k_proj.weight"), bk=get(a + "k_proj.bias"),
-            wv=get_t(a + "v_proj.weight"), bv=get(a + "v_proj.bias"),
-            wo=get_t(a + "o_proj.weight"),
-            post_norm=get(p + "post_attention_layernorm.weight"),
-            w_gate=get_t(m + "gate_proj.weight"), w_up=get_t(m + "up_proj.weight"),
-            w_down=get_t(m + "down_proj.weight"),
-        ))
-    progress.close()
-    embed = get("model.embed_tokens.weight")
-    lm_head = embed if cfg.tie_word_embeddings else get("lm_head.weight")
-    return Model(cfg, embed, layers, get("model.norm.weight"), lm_head)
+def layer_weights(tensors, i, out: Layer | None = None) -> Layer:
+    """Layer i's weights as float32, projections transposed to [in, out]; written into `out`'s
+    arrays when given (streaming reuses one set of buffers for every layer)."""
+    p = f"model.layers.{i}."
+    names = dict(input_norm="input_layernorm.weight", post_norm="post_attention_layernorm.weight",
+                 wq="self_attn.q_proj.weight", bq="self_attn.q_proj.bias", wk="self_attn.k_proj.weight",
+                 bk="self_attn.k_proj.bias", wv="self_attn.v_proj.weight", bv="self_attn.v_proj.bias",
+                 wo="self_attn.o_proj.weight", w_gate="mlp.gate_proj.weight", w_up="mlp.up_proj.weight",
+                 w_down="mlp.down_proj.weight")
+    fields = {}
+    for field, name in names.items():
+        t = tensors[p + name]
+        t = t.T if t.ndim == 2 else t  # checkpoints store [out, in]
+        if out is None:
+            fields[field] = to_float32(t)
+        else:
+            np.copyto(getattr(out, field), t, casting="unsafe")
+    return out if out is not None else Layer(**fields)
+
+
+class StreamedLayers:
+    """The decoder layers of a memory-mapped checkpoint, upcast one at a time on use."""
+
+    def __init__(self, tensors, cfg):
+        self.tensors, self.n = tensors, cfg.num_hidden_layers
+        self.buffer = layer_weights(tensors, 0)  # float32 arrays reused for every layer
+
+    def __len__(self):
+        return self.n
+
+    def __getitem__(self, i):
+        return layer_weights(self.tensors, i, out=self.buffer)
+
+    def __iter__(self):
+        return (self[i] for i in range(self.n))
+
+
+def float32_bytes(cfg) -> int:
+    """Memory for every weight in float32 (the tied LM head shares the embedding)."""
+    from .weights import expected_shapes
+    return 4 * sum(int(np.prod(s)) for s in expected_shapes(cfg).values())
+
+
+def available_memory() -> int:
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_AVPHYS_PAGES")

@@ -115,3 +115,26 @@ def test_nan_stops_generation_naming_the_layer():
     model.lm_head[7] = np.inf
     with pytest.raises(NpqwenError, match="LM head"):
         list(generate(model, None, [1, 2, 3], 5, eos_ids=[]))
+
+
+@pytest.mark.parametrize("case", ["gqa3_bf16", "mha_f32_tied", "mqa_bf16_sharded"])
+def test_streamed_weights_give_the_same_numbers(case):
+    """Streaming (bf16 kept mapped, one layer upcast at a time) computes exactly what float32 does."""
+    from npqwen import load_model
+    from conftest import CHECKPOINTS
+    full = golden_model(case)
+    streamed = load_model(f"{CHECKPOINTS}/{case}", weights="stream")
+    assert streamed.weights_mode == "stream" and full.weights_mode == "float32"
+    assert streamed.embed.dtype != np.float32 or case == "mha_f32_tied"   # still the stored tensor
+    ids = np.random.default_rng(3).integers(1, 320, (2, 23))
+    assert np.array_equal(streamed.forward(ids).logits, full.forward(ids).logits)
+    assert generate_batch(streamed, ids.tolist(), 6, eos_ids=[]) == generate_batch(full, ids.tolist(), 6, eos_ids=[])
+
+
+def test_weights_mode_is_validated():
+    from npqwen import load_model
+    from npqwen.errors import NpqwenError
+    from conftest import CHECKPOINTS
+    with pytest.raises(NpqwenError, match="weights"):
+        load_model(f"{CHECKPOINTS}/gqa3_bf16", weights="int4")
+    assert load_model(f"{CHECKPOINTS}/gqa3_bf16").weights_mode == "float32"  # tiny: fits
