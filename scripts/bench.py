@@ -1,0 +1,249 @@
+"""Side-by-side benchmark: npqwen against transformers on the same weights, threads and machine.
+
+    python scripts/bench.py                      # Qwen2-0.5B shape, random bf16 weights (built once, cached)
+    python scripts/bench.py --model DIR          # any checkpoint folder
+    python scripts/bench.py --shape 7b --weights stream --no-transformers --lengths 32 --new-tokens 8 --delete
+
+Every measurement runs in its own process (so each one's peak resident memory is its own), the
+two implementations interleaved over --repeats rounds so machine drift cancels; the best round of
+each counts. In the same run it measures the machine's ceilings: NumPy's float32 matrix-multiply
+rate and memory read bandwidth (a large matrix-vector product), and reports npqwen's prefill as
+counted FLOPs/s over the matmul rate and its decode as weight bytes read per token x tokens/s over
+the bandwidth. transformers is measured only if torch and transformers are importable.
+Prints a table and writes it as JSON (--json).
+"""
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+
+import numpy as np
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.join(HERE, ".."))
+CACHE = os.path.expanduser(os.environ.get("NPQWEN_BENCH_CACHE", "~/.cache/npqwen-bench"))
+
+
+# ---------------------------------------------------------------------------------------------
+# workers: one implementation, one process, JSON on stdout
+
+
+def peak_rss_mb():
+    """This process's peak resident memory. VmHWM starts afresh at exec; ru_maxrss would include
+    the parent's memory at fork."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def worker_npqwen(args):
+    from npqwen import load_model
+    from npqwen.cache import KVCache
+
+    t0 = time.perf_counter()
+    model = load_model(args.model, weights=args.weights)
+    res = {"load_s": time.perf_counter() - t0, "weights": model.weights_mode}
+    V = model.config.vocab_size
+    rng = np.random.default_rng(0)
+    for n in args.lengths:
+        ids = rng.integers(0, V, (1, n))
+        cache = KVCache(model.config, 1, n + args.new_tokens)
+        t0 = time.perf_counter()
+        logits = model.forward(ids, cache=cache, logits_to_keep=1).logits
+        res[f"prefill_{n}_tok_s"] = n / (time.perf_counter() - t0)
+        if n == args.lengths[0]:  # decode after the shortest prompt
+            tok = logits[:, -1].argmax(-1)
+            t0 = time.perf_counter()
+            for _ in range(args.new_tokens):
+                tok = model.forward(tok[:, None], cache=cache).logits[:, -1].argmax(-1)
+            res["decode_tok_s"] = args.new_tokens / (time.perf_counter() - t0)
+    res["peak_rss_mb"] = peak_rss_mb()
+    return res
+
+
+def worker_transformers(args):
+    import torch
+    from transformers import Qwen2ForCausalLM
+
+    torch.set_num_threads(args.threads)
+    t0 = time.perf_counter()
+    model = Qwen2ForCausalLM.from_pretrained(args.model, dtype=torch.float32).eval()
+    res = {"load_s": time.perf_counter() - t0, "weights": "float32", "attn": model.config._attn_implementation}
+    V = model.config.vocab_size
+    rng = np.random.default_rng(0)
+    with torch.inference_mode():
+        for n in args.lengths:
+            ids = torch.from_numpy(rng.integers(0, V, (1, n)))
+            t0 = time.perf_counter()
+            out = model(ids, use_cache=True, logits_to_keep=1)
+            res[f"prefill_{n}_tok_s"] = n / (time.perf_counter() - t0)
+            if n == args.lengths[0]:
+                past, tok = out.past_key_values, out.logits[:, -1].argmax(-1)
+                t0 = time.perf_counter()
+                for _ in range(args.new_tokens):
+                    out = model(tok[:, None], past_key_values=past, use_cache=True)
+                    past, tok = out.past_key_values, out.logits[:, -1].argmax(-1)
+                res["decode_tok_s"] = args.new_tokens / (time.perf_counter() - t0)
+    res["peak_rss_mb"] = peak_rss_mb()
+    return res
+
+
+# ---------------------------------------------------------------------------------------------
+# the machine's ceilings
+
+
+def matmul_rate(n=3072, repeats=5):
+    """float32 GFLOP/s of NumPy's BLAS on large square matrices."""
+    a = np.random.rand(n, n).astype(np.float32)
+    b = np.random.rand(n, n).astype(np.float32)
+    a @ b
+    t0 = time.perf_counter()
+    for _ in range(repeats):
+        a @ b
+    return 2 * n ** 3 * repeats / (time.perf_counter() - t0) / 1e9
+
+
+def bandwidth(gb=1.0, repeats=5):
+    """Memory read GB/s: a float32 matrix-vector product over a matrix far larger than the caches."""
+    cols = 8192
+    w = np.random.rand(int(gb * 1e9 / 4 / cols), cols).astype(np.float32)
+    x = np.random.rand(cols).astype(np.float32)
+    w @ x
+    t0 = time.perf_counter()
+    for _ in range(repeats):
+        w @ x
+    return w.nbytes * repeats / (time.perf_counter() - t0) / 1e9
+
+
+def work_per_token(cfg, prompt_len):
+    """-> (prefill FLOPs per prompt token, decode bytes of float32 weights + KV cache read per token)."""
+    from npqwen.weights import expected_shapes
+    shapes = expected_shapes(cfg)
+    layer_params = sum(int(np.prod(s)) for n, s in shapes.items() if n.startswith("model.layers."))
+    d, hd, H, K = cfg.hidden_size, cfg.head_dim, cfg.num_attention_heads, cfg.num_key_value_heads
+    L, V = cfg.num_hidden_layers, cfg.vocab_size
+    # matmuls: 2 FLOPs per weight; attention: q.k and p.v over on average half the prompt
+    prefill = 2 * layer_params + L * 2 * 2 * H * hd * prompt_len / 2
+    decode_bytes = 4 * (layer_params + V * d) + L * 2 * K * hd * 4 * prompt_len
+    return prefill, decode_bytes
+
+
+# ---------------------------------------------------------------------------------------------
+
+
+def run_worker(impl, args):
+    env = dict(os.environ, OPENBLAS_NUM_THREADS=str(args.threads), OMP_NUM_THREADS=str(args.threads),
+               MKL_NUM_THREADS=str(args.threads))
+    cmd = [sys.executable, __file__, "--worker", impl, "--model", args.model, "--threads", str(args.threads),
+           "--weights", args.weights, "--new-tokens", str(args.new_tokens),
+           "--lengths", *map(str, args.lengths)]
+    r = subprocess.run(cmd, env=env, capture_output=True, text=True)
+    if r.returncode != 0:
+        raise SystemExit(f"{impl} worker failed:\n{r.stderr[-3000:]}")
+    return json.loads(r.stdout.strip().splitlines()[-1])
+
+
+def have_transformers():
+    try:
+        import torch  # noqa: F401
+        import transformers  # noqa: F401
+        return True
+    except ImportError:
+        return False
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--model", help="checkpoint folder (default: a random checkpoint of --shape, cached)")
+    p.add_argument("--shape", choices=("0.5b", "7b"), default="0.5b")
+    p.add_argument("--weights", choices=("auto", "float32", "stream"), default="auto")
+    p.add_argument("--lengths", type=int, nargs="+", default=[128, 1024], help="prompt lengths to prefill")
+    p.add_argument("--new-tokens", type=int, default=64)
+    p.add_argument("--threads", type=int, default=os.cpu_count())
+    p.add_argument("--repeats", type=int, default=2)
+    p.add_argument("--no-transformers", action="store_true")
+    p.add_argument("--delete", action="store_true", help="delete the generated checkpoint afterwards")
+    p.add_argument("--json", default="bench.json")
+    p.add_argument("--worker", choices=("npqwen", "transformers"), help=argparse.SUPPRESS)
+    args = p.parse_args()
+    args.lengths = sorted(args.lengths)
+
+    if args.worker:
+        fn = worker_npqwen if args.worker == "npqwen" else worker_transformers
+        print(json.dumps(fn(args)))
+        return
+
+    generated = args.model is None
+    if generated:
+        args.model = os.path.join(CACHE, f"qwen2-{args.shape}-random-bf16")
+        if not os.path.isfile(os.path.join(args.model, "model.safetensors")):
+            from make_random_checkpoint import write
+            print(f"building {args.model} (once)", file=sys.stderr)
+            write(args.model, args.shape)
+
+    from npqwen.config import Qwen2Config
+    cfg = Qwen2Config.from_file(args.model)
+    impls = ["npqwen"] + ([] if args.no_transformers or not have_transformers() else ["transformers"])
+    best = {impl: {} for impl in impls}
+    ceilings = {"matmul_gflops": 0.0, "bandwidth_gbs": 0.0}
+    for r in range(args.repeats):
+        ceilings["matmul_gflops"] = max(ceilings["matmul_gflops"], matmul_rate())
+        ceilings["bandwidth_gbs"] = max(ceilings["bandwidth_gbs"], bandwidth())
+        for impl in impls:
+            res = run_worker(impl, args)
+            print(f"round {r + 1} {impl}: {res}", file=sys.stderr)
+            for k, v in res.items():
+                if isinstance(v, str):
+                    best[impl][k] = v
+                elif k in ("load_s", "peak_rss_mb"):
+                    best[impl][k] = min(v, best[impl].get(k, v))
+                else:
+                    best[impl][k] = max(v, best[impl].get(k, v))
+
+    # fractions of the machine's ceilings
+    n0 = args.lengths[0]
+    frac = {}
+    for n in args.lengths:
+        flops, _ = work_per_token(cfg, n)
+        frac[f"prefill_{n}_of_matmul"] = best["npqwen"][f"prefill_{n}_tok_s"] * flops / 1e9 / ceilings["matmul_gflops"]
+    _, bytes_tok = work_per_token(cfg, n0)
+    frac["decode_of_bandwidth"] = best["npqwen"]["decode_tok_s"] * bytes_tok / 1e9 / ceilings["bandwidth_gbs"]
+
+    metrics = [f"prefill_{n}_tok_s" for n in args.lengths] + ["decode_tok_s", "load_s", "peak_rss_mb"]
+    lines = [f"model: {args.model} ({cfg.num_hidden_layers} layers, hidden {cfg.hidden_size}, vocab {cfg.vocab_size}); "
+             f"threads {args.threads}; npqwen weights {best['npqwen']['weights']}",
+             f"machine: float32 matmul {ceilings['matmul_gflops']:.0f} GFLOP/s, memory read "
+             f"{ceilings['bandwidth_gbs']:.1f} GB/s", "",
+             "| metric | npqwen | transformers | npqwen / transformers | npqwen vs machine ceiling |",
+             "|---|---|---|---|---|"]
+    for m in metrics:
+        a = best["npqwen"].get(m)
+        b = best.get("transformers", {}).get(m)
+        ratio = f"{a / b:.2f}" if a is not None and b else "-"
+        ceil = ""
+        if m.startswith("prefill_"):
+            ceil = f"{frac[m.replace('_tok_s', '_of_matmul')]:.0%} of matmul rate"
+        elif m == "decode_tok_s":
+            ceil = f"{frac['decode_of_bandwidth']:.0%} of bandwidth bound"
+        lines.append(f"| {m} | {a:.3g} | {b:.3g} | {ratio} | {ceil} |" if b is not None else
+                     f"| {m} | {a:.3g} | - | - | {ceil} |")
+    print("\n".join(lines))
+    with open(args.json, "w") as f:
+        json.dump({"command": " ".join(sys.argv), "model": args.model, "threads": args.threads,
+                   "ceilings": ceilings, "results": best, "fractions": frac}, f, indent=2)
+    if generated and args.delete:
+        import shutil
+        shutil.rmtree(args.model)
+
+
+if __name__ == "__main__":
+    main()
