@@ -1,0 +1,64 @@
+"""`python -m npqwen.info --model DIR` (or a config.json): what a Qwen2 configuration means for memory.
+
+Parameter counts (by part), the weights' size in bf16 and float32, and the KV cache per token:
+2 (keys and values) x layers x kv_heads x head_dim values, which grouped-query attention keeps
+small by storing only the kv heads.
+"""
+
+import argparse
+import sys
+
+import numpy as np
+
+from .config import Qwen2Config
+from .errors import NpqwenError
+from .weights import expected_shapes
+
+
+def summary(cfg: Qwen2Config) -> dict:
+    shapes = expected_shapes(cfg)
+    count = {name: int(np.prod(s)) for name, s in shapes.items()}
+    embed = count["model.embed_tokens.weight"]
+    head = count.get("lm_head.weight", 0)
+    layers = sum(v for k, v in count.items() if k.startswith("model.layers."))
+    attn = sum(v for k, v in count.items() if ".self_attn." in k)
+    total = sum(count.values())
+    kv_values = 2 * cfg.num_hidden_layers * cfg.num_key_value_heads * cfg.head_dim
+    return dict(total=total, embedding=embed, lm_head=head, layers=layers, attention=attn, mlp=layers - attn -
+                2 * cfg.hidden_size * cfg.num_hidden_layers, bf16_bytes=2 * total, float32_bytes=4 * total,
+                kv_bytes_per_token_bf16=2 * kv_values, kv_bytes_per_token_float32=4 * kv_values,
+                kv_bytes_per_token_without_gqa_bf16=2 * kv_values * cfg.num_key_value_groups)
+
+
+def _gb(n):
+    return f"{n / 1e9:.2f} GB"
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(prog="python -m npqwen.info", description=__doc__.splitlines()[0])
+    ap.add_argument("--model", required=True, help="a checkpoint folder or a config.json")
+    args = ap.parse_args(argv)
+    try:
+        cfg = Qwen2Config.from_file(args.model)
+    except NpqwenError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    s = summary(cfg)
+    ctx = cfg.max_position_embeddings
+    print(f"{cfg.num_hidden_layers} layers, hidden {cfg.hidden_size}, {cfg.num_attention_heads} query heads / "
+          f"{cfg.num_key_value_heads} kv heads of {cfg.head_dim} ({cfg.num_key_value_groups} per kv head), "
+          f"MLP {cfg.intermediate_size}, vocab {cfg.vocab_size}, tied embeddings: {cfg.tie_word_embeddings}")
+    print(f"parameters: {s['total'] / 1e9:.3f} B  (embedding {s['embedding'] / 1e6:.1f} M, "
+          f"LM head {s['lm_head'] / 1e6:.1f} M, layers {s['layers'] / 1e6:.1f} M: attention "
+          f"{s['attention'] / 1e6:.1f} M, MLP {s['mlp'] / 1e6:.1f} M)")
+    print(f"weights: {_gb(s['bf16_bytes'])} in bf16, {_gb(s['float32_bytes'])} in float32")
+    print(f"KV cache per token: {s['kv_bytes_per_token_bf16'] / 1024:.1f} KiB in bf16, "
+          f"{s['kv_bytes_per_token_float32'] / 1024:.1f} KiB in float32 (npqwen); "
+          f"without GQA it would be {s['kv_bytes_per_token_without_gqa_bf16'] / 1024:.1f} KiB in bf16")
+    print(f"KV cache at the full context of {ctx} tokens: {_gb(s['kv_bytes_per_token_bf16'] * ctx)} in bf16, "
+          f"{_gb(s['kv_bytes_per_token_float32'] * ctx)} in float32")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
