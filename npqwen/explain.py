@@ -13,38 +13,43 @@ import numpy as np
 
 from .cli import DEMO_MODEL
 from .errors import NpqwenError
-from .model import decoder_layer, load_model, position_ids_from_mask  # noqa: F401 (teaching imports)
+from .model import load_model
 from .primitives import (apply_rope, causal_mask, repeat_kv, rms_norm, rope_cos_sin, rope_inv_freq, silu,
                          softmax)
 from .tokenizer import Tokenizer
 
 
-def walk(model, ids):
-    """Run the prompt and collect everything the explanation prints. -> dict of arrays."""
-    cfg = model.config
-    t = len(ids)
+def layer_by_hand(model, x, i):  # [t, d] -> dict of every intermediate of decoder layer i
+    """Decoder layer i written out step by step, as the seed walkthrough does it (repeat_kv and
+    explicit attention weights, for reading; the model itself uses the grouped path)."""
+    cfg, w = model.config, model.layers[i]
+    t = x.shape[0]
     H, K, hd = cfg.num_attention_heads, cfg.num_key_value_heads, cfg.head_dim
-    out = model.forward(np.array([ids]), output_hidden_states=True)
-    x = out.hidden_states[0][0]                                    # [t, d] embeddings
-    w = model.layers[0]
-
-    # layer 0 by hand, as the seed does it
     h = rms_norm(x, w.input_norm, cfg.rms_norm_eps)
     q = (h @ w.wq + w.bq).reshape(t, H, hd).transpose(1, 0, 2)     # [H, t, hd]
     k = (h @ w.wk + w.bk).reshape(t, K, hd).transpose(1, 0, 2)     # [K, t, hd]
     v = (h @ w.wv + w.bv).reshape(t, K, hd).transpose(1, 0, 2)
     inv_freq, scale = rope_inv_freq(hd, cfg.rope_parameters, cfg.max_position_embeddings, seq_len=t)
-    pos = np.arange(t)[None]
-    cos, sin = rope_cos_sin(inv_freq, pos, scale)                  # [1, t, hd]
+    cos, sin = rope_cos_sin(inv_freq, np.arange(t)[None], scale)   # [1, t, hd]
     q, k = apply_rope(q[None], cos, sin)[0], apply_rope(k[None], cos, sin)[0]
     kr, vr = repeat_kv(k[None], H // K)[0], repeat_kv(v[None], H // K)[0]   # [H, t, hd]
-    scores = q @ kr.transpose(0, 2, 1) * np.float32(hd ** -0.5) + causal_mask(t, t, window=cfg.layer_window(0))[0]
+    mask = causal_mask(t, t, window=cfg.layer_window(i))[0]
+    scores = q @ kr.transpose(0, 2, 1) * np.float32(hd ** -0.5) + mask
     weights = softmax(scores)                                      # [H, t, t]
     attn = (weights @ vr).transpose(1, 0, 2).reshape(t, H * hd) @ w.wo
     x1 = x + attn
     g = rms_norm(x1, w.post_norm, cfg.rms_norm_eps)
     gate, up = g @ w.w_gate, g @ w.w_up
-    x2 = x1 + (silu(gate) * up) @ w.w_down
+    out = x1 + (silu(gate) * up) @ w.w_down
+    return dict(normed=h, q=q, k=k, v=v, inv_freq=inv_freq, scores=scores, attention=weights, attn_out=attn,
+                after_attention=x1, gate=gate, up=up, out=out)
+
+
+def walk(model, ids):
+    """Run the prompt and collect everything the explanation prints. -> dict of arrays."""
+    cfg = model.config
+    out = model.forward(np.array([ids]), output_hidden_states=True)
+    r = layer_by_hand(model, out.hidden_states[0][0], 0)
 
     # logit lens: the final norm and LM head applied to every layer's output at the last position
     lens = []
@@ -53,12 +58,10 @@ def walk(model, ids):
         if i < cfg.num_hidden_layers - 1:  # the last entry is already normed (transformers' convention)
             hs = rms_norm(hs, model.norm, cfg.rms_norm_eps)
         lens.append(softmax(model.lm_head_logits(hs[None, None])[0, 0]))
-    residual_norms = [float(np.linalg.norm(hh[0, -1])) for hh in out.hidden_states[1:-1]]
-    residual_norms.append(float(np.linalg.norm(out.hidden_states[-1][0, -1])))
-    return dict(embeddings=x, normed=h, q=q, k=k, v=v, inv_freq=inv_freq, cos=cos[0], sin=sin[0],
-                scores=scores, attention=weights, attn_out=attn, after_attention=x1, gate=gate, up=up,
-                layer0_out=x2, lens=np.stack(lens), residual_norms=residual_norms,
-                next_probs=softmax(out.logits[0, -1]), hidden_states=out.hidden_states)
+    residual_norms = [float(np.linalg.norm(hh[0, -1])) for hh in out.hidden_states[1:]]
+    return dict(r, embeddings=out.hidden_states[0][0], layer0_out=r["out"], lens=np.stack(lens),
+                residual_norms=residual_norms, next_probs=softmax(out.logits[0, -1]),
+                hidden_states=out.hidden_states)
 
 
 def show(tok, i):
@@ -104,7 +107,7 @@ def explain(model, tok, ids, file=sys.stdout, top=10):
         best = np.argsort(-probs, kind="stable")[:3]
         guesses = ", ".join(f"{show(tok, b)} {probs[b]:.2f}" for b in best)
         note = " (after the final norm)" if i == len(r["lens"]) - 1 else ""
-        p(f"  layer {i:2d}  |residual| {r['residual_norms'][i]:9.2f}{note}   {guesses}")
+        p(f"  layer {i:2d}  |residual| {r['residual_norms'][i]:9.2f}   {guesses}{note}")
     p(f"== next token")
     probs = r["next_probs"]
     for b in np.argsort(-probs, kind="stable")[:top]:
@@ -112,30 +115,35 @@ def explain(model, tok, ids, file=sys.stdout, top=10):
     return r
 
 
-def plot(r, ids, tok, path, layers_heads=((0, 0),)):
+def plot(model, r, ids, tok, path, layers=None, heads=(0,)):
+    """Attention maps of the chosen layers and heads, and the logit lens as a heatmap."""
     try:
         import matplotlib
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError:
         raise NpqwenError("--plot needs matplotlib (pip install matplotlib)") from None
+    n = model.config.num_hidden_layers
+    layers = [0, n - 1] if layers is None else layers
     labels = [tok.decode([i]) if tok is not None else str(i) for i in ids]
-    lens = r["lens"]
-    top_ids = np.argsort(-lens, axis=-1)[:, 0]
-    fig, axes = plt.subplots(1, 2, figsize=(13, 6))
-    ax = axes[0]
-    ax.imshow(r["attention"][0], cmap="viridis")
-    ax.set_title("layer 0, head 0: attention weights")
-    ax.set_xticks(range(len(ids)), labels, rotation=90, fontsize=7)
-    ax.set_yticks(range(len(ids)), labels, fontsize=7)
-    ax = axes[1]
-    ax.imshow(lens.max(-1, keepdims=True).repeat(1, 1), cmap="magma", aspect="auto")
-    ax.set_title("logit lens: top-1 probability per layer")
-    ax.set_yticks(range(len(lens)), [f"layer {i}: {tok.decode([int(b)]) if tok else b!r}"
-                                     for i, b in enumerate(top_ids)], fontsize=7)
-    ax.set_xticks([])
+    maps = [(i, h, layer_by_hand(model, r["hidden_states"][i][0], i)["attention"][h])
+            for i in layers for h in heads]
+    fig, axes = plt.subplots(1, len(maps) + 1, figsize=(5 * (len(maps) + 1), 5))
+    for ax, (i, h, a) in zip(axes, maps):
+        ax.imshow(a, cmap="viridis", vmin=0, vmax=1)
+        ax.set_title(f"layer {i}, head {h}: attention")
+        ax.set_xticks(range(len(ids)), labels, rotation=90, fontsize=7)
+        ax.set_yticks(range(len(ids)), labels, fontsize=7)
+    lens = r["lens"]                                  # [layers, vocab]
+    top = np.argsort(-r["next_probs"], kind="stable")[:8]
+    ax = axes[-1]
+    ax.imshow(lens[:, top], cmap="magma", aspect="auto", vmin=0)
+    ax.set_title("logit lens: P(final top-8 tokens) by layer")
+    ax.set_xticks(range(len(top)), [tok.decode([int(b)]) if tok is not None else str(b) for b in top],
+                  rotation=90, fontsize=8)
+    ax.set_yticks(range(n), [f"layer {i}" for i in range(n)], fontsize=7)
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    fig.savefig(path, dpi=80)
     plt.close(fig)
 
 
@@ -153,7 +161,7 @@ def main(argv=None):
         ids = tok.encode(args.prompt)
         r = explain(model, tok, ids)
         if args.plot:
-            plot(r, ids, tok, args.plot)
+            plot(model, r, ids, tok, args.plot)
     except NpqwenError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
