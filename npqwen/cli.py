@@ -127,8 +127,8 @@ def generate_main(argv=None) -> int:
             raise NpqwenError("the prompt is empty")
 
         t0 = time.perf_counter()
+        tok = Tokenizer(args.model)  # first: a missing tokenizer should not wait for a big model to load
         model = load_model(args.model, weights=args.weights)
-        tok = Tokenizer(args.model)
         gen_cfg = read_generation_config(args.model)
         settings = _settings(args, given, gen_cfg)
         eos = eos_token_ids(model.config, gen_cfg)
