@@ -134,6 +134,12 @@ def generate_main(argv=None) -> int:
         eos = eos_token_ids(model.config, gen_cfg)
         max_new = args.max_new_tokens or gen_cfg.get("max_new_tokens") or 256
         cfg = model.config
+        messages = [{"role": "system", "content": args.system}] if args.system else []
+        if prompt is not None:  # encode and check the length before anything is printed
+            ids = _encode(tok, messages + [{"role": "user", "content": prompt}] if args.chat else prompt)
+            if len(ids) >= context_limit(cfg):
+                raise NpqwenError(f"the prompt is {len(ids)} tokens long; the model's context is "
+                                  f"{context_limit(cfg)} tokens, leaving no room to generate")
         mode = "greedy" if settings.temperature == 0 else (
             f"temperature {settings.temperature}, top-k {settings.top_k}, top-p {settings.top_p}, "
             f"min-p {settings.min_p}")
@@ -142,12 +148,8 @@ def generate_main(argv=None) -> int:
               f"weights {model.weights_mode}; loaded in {time.perf_counter() - t0:.2f}s; {mode}, repetition penalty "
               f"{settings.repetition_penalty}]", file=sys.stderr)
 
-        messages = [{"role": "system", "content": args.system}] if args.system else []
-        if not args.chat:
-            _run(model, tok, _encode(tok, prompt), args, settings, eos, max_new)
-        elif prompt is not None:
-            messages.append({"role": "user", "content": prompt})
-            _run(model, tok, _encode(tok, messages), args, settings, eos, max_new)
+        if prompt is not None:
+            _run(model, tok, ids, args, settings, eos, max_new)
         else:
             _interactive(model, tok, messages, args, settings, eos, max_new)
         return 0

@@ -35,10 +35,12 @@ def context_limit(config) -> int:
     return config.max_position_embeddings
 
 
-def generate_steps(model, prompts, max_new_tokens, settings=None, seed=None, eos_ids=(), pad_id=0, max_context=None):
+def generate_steps(model, prompts, max_new_tokens, settings=None, seed=None, eos_ids=(), pad_id=0, max_context=None,
+                   min_new_tokens=0):
     """Yield, for each step, the next token of every prompt ([b] ints). Rows that produced an eos
     id continue with pad_id (as transformers does) until all are done. prompts: list of id lists.
-    max_context: stop when a sequence reaches this many positions (default: context_limit)."""
+    max_context: stop when a sequence reaches this many positions (default: context_limit).
+    min_new_tokens: the eos ids cannot be chosen before this many tokens (transformers' option)."""
     settings = (settings or SamplingSettings()).validate()
     cfg = model.config
     if not prompts or any(len(p) == 0 for p in prompts):
@@ -65,6 +67,9 @@ def generate_steps(model, prompts, max_new_tokens, settings=None, seed=None, eos
     done = np.zeros(b, bool)
     eos = np.asarray(list(eos_ids), np.int64)
     for step in range(steps):
+        if step < min_new_tokens and eos.size:
+            logits = logits.copy()
+            logits[:, eos] = -np.inf
         nxt = np.where(done, pad_id, sample(logits, settings, rng, history))
         yield nxt
         done |= np.isin(nxt, eos)
@@ -99,14 +104,15 @@ def generate(model, tokenizer, prompt, max_new_tokens=256, settings=None, seed=N
 
 
 def generate_batch(model, prompts, max_new_tokens, settings=None, seed=None, eos_ids=None, pad_id=0,
-                   max_context=None):
+                   max_context=None, min_new_tokens=0):
     """Generate for several id prompts at once. -> one list of new ids per prompt, each ending at
     (and including) its first eos id."""
     if eos_ids is None:
         eos_ids = eos_token_ids(model.config)
     out = [[] for _ in prompts]
     done = [False] * len(prompts)
-    for step in generate_steps(model, prompts, max_new_tokens, settings, seed, eos_ids, pad_id, max_context):
+    for step in generate_steps(model, prompts, max_new_tokens, settings, seed, eos_ids, pad_id, max_context,
+                               min_new_tokens):
         for r, tok in enumerate(step):
             if not done[r]:
                 out[r].append(int(tok))

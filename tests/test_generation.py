@@ -18,13 +18,19 @@ def prompts_of(ref, k):
 
 @pytest.mark.parametrize("case", golden_cases())
 def test_greedy_equals_transformers_generate(case):
-    """Token for token, for single prompts and left-padded batches (transformers continues
-    finished rows with pad id 0; these checkpoints have no eos so every row runs to the end)."""
+    """Token for token, for single prompts and left-padded batches. The export ran generate with
+    min_new_tokens = max_new_tokens, so eos ids (the demo's) were suppressed throughout, and with
+    the checkpoint's generation_config (greedy, no penalty, for all of them)."""
+    from npqwen.generation import default_settings, eos_token_ids, read_generation_config
+    from conftest import CHECKPOINTS
     ref = load_file(f"{REFERENCES}/{case}.safetensors")
     model = golden_model(case)
+    gen_cfg = read_generation_config(f"{CHECKPOINTS}/{case}")
     for k, _ in enumerate(golden_meta(case)["prompts"]):
         want = ref[f"p{k}.generated"]
-        got = generate_batch(model, prompts_of(ref, k), max_new_tokens=want.shape[1], eos_ids=[],
+        n = want.shape[1]
+        got = generate_batch(model, prompts_of(ref, k), max_new_tokens=n, min_new_tokens=n,
+                             settings=default_settings(gen_cfg), eos_ids=eos_token_ids(model.config, gen_cfg),
                              max_context=10_000)  # rope_dynamic's prompt runs past its trained context
         assert np.array_equal(np.array(got), want), f"{case} prompt {k}"
 

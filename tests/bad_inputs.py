@@ -1,0 +1,259 @@
+"""The catalogue of bad inputs and what npqwen answers to each. tests/test_bad_inputs.py runs every
+case (each must give one clear NpqwenError, or from the command line one `error:` line and exit
+status 2) and checks that the README's table is this catalogue's current output;
+`python tests/bad_inputs.py` prints the table to paste."""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+
+import numpy as np
+from safetensors.numpy import load_file, save_file
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+sys.path.insert(0, ROOT)
+GOLDEN = os.path.join(ROOT, "golden", "checkpoints", "mha_f32_tied")   # float32: re-savable by safetensors
+SHARDED = os.path.join(ROOT, "golden", "checkpoints", "mqa_bf16_sharded")
+DEMO = os.path.join(ROOT, "golden", "checkpoints", "demo")
+
+from npqwen import NpqwenError, Tokenizer, generate, load_model  # noqa: E402
+
+
+class CLIError(Exception):
+    pass
+
+
+def copy_ckpt(tmp, src=GOLDEN):
+    d = os.path.join(tmp, "ckpt")
+    shutil.copytree(src, d)
+    return d
+
+
+def edit_config(d, **changes):
+    path = os.path.join(d, "config.json")
+    with open(path) as f:
+        cfg = json.load(f)
+    for k, v in changes.items():
+        if v is None:
+            cfg.pop(k, None)
+        else:
+            cfg[k] = v
+    with open(path, "w") as f:
+        json.dump(cfg, f)
+
+
+def edit_tensors(d, fn):
+    path = os.path.join(d, "model.safetensors")
+    t = load_file(path)
+    fn(t)
+    save_file(t, path)
+
+
+def write_header(d, header, data_len):
+    raw = json.dumps(header).encode()
+    with open(os.path.join(d, "model.safetensors"), "wb") as f:
+        f.write(len(raw).to_bytes(8, "little") + raw + b"\0" * data_len)
+
+
+def cli(*args, stdin=None):
+    r = subprocess.run([sys.executable, "-m", "npqwen.generate", *args], cwd=ROOT, input=stdin,
+                       capture_output=True, timeout=300)
+    err = r.stderr.decode("utf-8", "replace")
+    if r.returncode != 2 or not err.startswith("error: ") or err.count("\n") != 1 or r.stdout:
+        raise AssertionError(f"expected one error line and status 2, got {r.returncode}: {err!r}")
+    raise CLIError(err[len("error: "):].strip())
+
+
+# ---------------------------------------------------------------------------------------------
+# each case: (what, function(tmp) that must raise NpqwenError or CLIError, text the message must contain)
+
+def only_pickle(tmp):
+    d = os.path.join(tmp, "ckpt")
+    os.makedirs(d)
+    shutil.copy(os.path.join(GOLDEN, "config.json"), d)
+    open(os.path.join(d, "pytorch_model.bin"), "wb").write(b"\x80\x04not really")
+    load_model(d)
+
+
+def no_weights(tmp):
+    d = os.path.join(tmp, "ckpt")
+    os.makedirs(d)
+    shutil.copy(os.path.join(GOLDEN, "config.json"), d)
+    load_model(d)
+
+
+def truncated(tmp):
+    d = copy_ckpt(tmp)
+    path = os.path.join(d, "model.safetensors")
+    size = os.path.getsize(path)
+    with open(path, "r+b") as f:
+        f.truncate(size - 1000)
+    load_model(d)
+
+
+def header_past_end(tmp):
+    d = copy_ckpt(tmp)
+    with open(os.path.join(d, "model.safetensors"), "r+b") as f:
+        f.write((5 * 10**7).to_bytes(8, "little"))
+    load_model(d)
+
+
+def huge_header(tmp):
+    d = copy_ckpt(tmp)
+    with open(os.path.join(d, "model.safetensors"), "r+b") as f:
+        f.write((2**62).to_bytes(8, "little"))
+    load_model(d)
+
+
+def header_not_json(tmp):
+    d = copy_ckpt(tmp)
+    with open(os.path.join(d, "model.safetensors"), "r+b") as f:
+        f.seek(8)
+        f.write(b"{garbage")
+    load_model(d)
+
+
+def unknown_dtype(tmp):
+    d = copy_ckpt(tmp)
+    write_header(d, {"model.norm.weight": {"dtype": "Q4_K", "shape": [64], "data_offsets": [0, 128]}}, 128)
+    load_model(d)
+
+
+def overlapping(tmp):
+    d = copy_ckpt(tmp)
+    write_header(d, {"a": {"dtype": "F32", "shape": [4], "data_offsets": [0, 16]},
+                     "b": {"dtype": "F32", "shape": [4], "data_offsets": [8, 24]}}, 24)
+    load_model(d)
+
+
+def huge_shape(tmp):
+    d = copy_ckpt(tmp)
+    write_header(d, {"a": {"dtype": "F32", "shape": [2**40, 2**40], "data_offsets": [0, 16]}}, 16)
+    load_model(d)
+
+
+def tensors_disagree(tmp):
+    d = copy_ckpt(tmp)
+
+    def change(t):
+        del t["model.layers.0.mlp.up_proj.weight"]
+        t["model.layers.1.self_attn.q_proj.bias"] = np.zeros(65, np.float32)
+        t["model.layers.0.extra.weight"] = np.zeros(3, np.float32)
+    edit_tensors(d, change)
+    load_model(d)
+
+
+def shard_missing(tmp):
+    d = copy_ckpt(tmp, SHARDED)
+    os.remove(os.path.join(d, "model-00003-of-00010.safetensors"))
+    load_model(d)
+
+
+def config_not_json(tmp):
+    d = copy_ckpt(tmp)
+    open(os.path.join(d, "config.json"), "w").write('{"model_type": "qwen2",')
+    load_model(d)
+
+
+def config_case(**changes):
+    def case(tmp):
+        d = copy_ckpt(tmp)
+        edit_config(d, **changes)
+        load_model(d)
+    return case
+
+
+def nan_weights(tmp):
+    model = load_model(GOLDEN)
+    model.layers[2].w_gate[0, 0] = np.nan
+    list(generate(model, None, [1, 2, 3], 4, eos_ids=[]))
+
+
+def tokenizer_missing(tmp):
+    d = copy_ckpt(tmp)
+    cli("--model", d, "hello")
+
+
+def tokenizer_broken(tmp):
+    d = copy_ckpt(tmp)
+    open(os.path.join(d, "tokenizer.json"), "w").write("{not json")
+    Tokenizer(d)
+
+
+def template_raises(tmp):
+    d = os.path.join(tmp, "tok")
+    os.makedirs(d)
+    shutil.copy(os.path.join(DEMO, "tokenizer.json"), d)
+    json.dump({"chat_template": "{{ raise_exception('Conversation roles must alternate') }}"},
+              open(os.path.join(d, "tokenizer_config.json"), "w"))
+    Tokenizer(d).encode_chat([{"role": "user", "content": "hi"}])
+
+
+def not_utf8_file(tmp):
+    path = os.path.join(tmp, "prompt.txt")
+    open(path, "wb").write(b"caf\xe9")
+    cli("--file", path)
+
+
+CASES = [
+    ("checkpoint: only `pytorch_model.bin` (a pickle)", only_pickle, "safetensors"),
+    ("checkpoint: no weights file", no_weights, "no model.safetensors"),
+    ("safetensors: truncated download", truncated, "truncated"),
+    ("safetensors: header length past the end of the file", header_past_end, "past the end"),
+    ("safetensors: header length of 2^62", huge_header, "exceeds"),
+    ("safetensors: header is not JSON", header_not_json, "not valid JSON"),
+    ("safetensors: unknown dtype", unknown_dtype, "unknown dtype 'Q4_K'"),
+    ("safetensors: overlapping data offsets", overlapping, "overlap"),
+    ("safetensors: shape of 2^80 elements", huge_shape, "needs"),
+    ("checkpoint: missing, mis-shaped and unexpected tensors", tensors_disagree, "3 problems"),
+    ("sharded checkpoint: a shard is missing", shard_missing, "model-00003-of-00010.safetensors"),
+    ("config.json: not JSON", config_not_json, "not valid JSON"),
+    ("config.json: model_type llama", config_case(model_type="llama"), "'llama'"),
+    ("config.json: architecture Qwen2ForSequenceClassification",
+     config_case(architectures=["Qwen2ForSequenceClassification"]), "Qwen2ForCausalLM"),
+    ("config.json: hidden_size missing", config_case(hidden_size=None), "hidden_size"),
+    ("config.json: hidden_size not divisible by the heads", config_case(hidden_size=66), "not divisible"),
+    ("config.json: heads not divisible by kv heads", config_case(num_key_value_heads=3), "num_key_value_heads"),
+    ("config.json: rope scaling type longrope", config_case(rope_parameters={"rope_type": "longrope", "factor": 2.0}), "longrope"),
+    ("config.json: a string where a size belongs", config_case(num_hidden_layers="3"), "num_hidden_layers"),
+    ("weights: a NaN in layer 2", nan_weights, "decoder layer 2"),
+    ("tokenizer.json: missing (text prompt from the command line)", tokenizer_missing, "tokenizer.json"),
+    ("tokenizer.json: unreadable", tokenizer_broken, "tokenizer.json"),
+    ("chat template: raises", template_raises, "roles must alternate"),
+    ("prompt: empty", lambda tmp: cli(""), "empty"),
+    ("prompt: longer than the context", lambda tmp: cli("--max-new-tokens", "4", "word " * 5000), "context"),
+    ("prompt: --file not UTF-8", not_utf8_file, "UTF-8"),
+    ("prompt: stdin not UTF-8", lambda tmp: cli("-", stdin=b"\xff\xfe"), "UTF-8"),
+    ("option: --temperature -1", lambda tmp: cli("--temperature", "-1", "hi"), "temperature"),
+    ("option: --top-p 0", lambda tmp: cli("--top-p", "0", "hi"), "top-p"),
+    ("option: --max-new-tokens 0", lambda tmp: cli("--max-new-tokens", "0", "hi"), "max-new-tokens"),
+    ("option: --model that does not exist", lambda tmp: cli("--model", "/no/such/dir", "hi"), "no such folder"),
+]
+
+
+def outcome(fn):
+    """Run one case. -> the error message, with temporary paths replaced by DIR."""
+    tmp = tempfile.mkdtemp()
+    try:
+        fn(tmp)
+    except (NpqwenError, CLIError) as e:
+        return str(e).replace(tmp, "DIR").replace(ROOT + os.sep, "")
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    raise AssertionError("no error was raised")
+
+
+def table():
+    rows = ["| bad input | what npqwen says |", "|---|---|"]
+    for what, fn, _ in CASES:
+        msg = outcome(fn).replace("\n", "<br>").replace("|", "\\|")
+        rows.append(f"| {what} | {msg} |")
+    return "\n".join(rows)
+
+
+if __name__ == "__main__":
+    print(table())

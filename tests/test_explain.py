@@ -1,0 +1,72 @@
+"""`npqwen.explain` and `npqwen.info`: their numbers checked against the forward pass."""
+
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from conftest import ROOT, golden_model, shared_asset
+from npqwen.explain import explain, layer_by_hand, walk
+from npqwen.info import summary
+
+
+@pytest.mark.parametrize("case", ["gqa3_bf16", "sliding_window", "rope_yarn_4x"])
+def test_walkthrough_numbers_are_the_models(case):
+    model = golden_model(case)
+    ids = list(np.random.default_rng(4).integers(1, 320, 21))
+    r = walk(model, ids)
+    out = model.forward(np.array([ids]))
+    # the by-hand layers are the model's layers
+    for i in range(model.config.num_hidden_layers):
+        by_hand = layer_by_hand(model, r["hidden_states"][i][0], i)["out"]
+        if i < model.config.num_hidden_layers - 1:
+            assert np.allclose(by_hand, r["hidden_states"][i + 1][0], atol=1e-5)
+    # the last layer's logit-lens line is the model's real prediction
+    assert np.allclose(r["lens"][-1], r["next_probs"], atol=1e-6)
+    assert r["lens"][-1].argmax() == out.logits[0, -1].argmax()
+    # attention weights are rows that sum to one, causal
+    att = r["attention"]
+    assert np.allclose(att.sum(-1), 1, atol=1e-5) and (np.triu(att, 1) < 1e-30).all()
+
+
+def test_printed_explanation():
+    import io
+    model = golden_model("gqa3_bf16")
+    buf = io.StringIO()
+    ids = [5, 17, 42, 9, 100, 7]
+    r = explain(model, None, ids, file=buf)
+    text = buf.getvalue()
+    assert "6 query heads share 2 key/value heads, 3 per kv head" in text
+    assert text.count("  layer ") == model.config.num_hidden_layers
+    top = int(np.argmax(r["next_probs"]))
+    assert text.split("== next token")[1].split()[0] == str(top)
+    # the attention lines printed for the last token sum to one
+    lines = text.split("mean over heads):")[1].split("  o_proj")[0].strip().splitlines()
+    assert abs(sum(float(l.split()[1]) for l in lines) - 1) < 0.01
+
+
+def test_explain_command_on_the_demo_with_plot(tmp_path):
+    png = tmp_path / "explain.png"
+    r = subprocess.run([sys.executable, "-m", "npqwen.explain", "--plot", str(png), "学习如逆水行舟,不进则"],
+                       cwd=ROOT, capture_output=True, timeout=300)
+    assert r.returncode == 0, r.stderr.decode()
+    out = r.stdout.decode()
+    for section in ("== tokens", "== embedding", "== layer 0", "RoPE", "logit lens", "== next token"):
+        assert section in out
+    data = png.read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n" and 10_000 < len(data) < 5_000_000
+    w, h = int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
+    assert 400 <= w <= 4000 and 200 <= h <= 2000
+
+
+def test_info_counts_match_the_published_sizes():
+    from npqwen.config import Qwen2Config
+    cfg = Qwen2Config.from_file(shared_asset("configs", "Qwen2-7B-Instruct", "config.json"))
+    s = summary(cfg)
+    assert round(s["total"] / 1e9, 2) == 7.62      # Qwen2-7B: 7.62 B parameters
+    assert s["kv_bytes_per_token_bf16"] == 2 * 28 * 4 * 128 * 2
+    r = subprocess.run([sys.executable, "-m", "npqwen.info", "--model",
+                        shared_asset("configs", "Qwen2-1.5B-Instruct")], cwd=ROOT, capture_output=True)
+    assert r.returncode == 0 and b"parameters: 1.544 B" in r.stdout
