@@ -16,6 +16,9 @@ validation split, so that near-copies of a held-out document are not in the trai
 Groups containing the demo's acceptance proverb (PROVERB) always stay in training.
 
     python scripts/demo_corpus.py          # prints statistics of the two splits
+
+Build it in a fresh interpreter (load_split() does): packages imported beforehand can change what
+the standard library shows, e.g. transformers adds methods to logging.Logger.
 """
 
 import codecs
@@ -23,7 +26,11 @@ import contextlib
 import importlib
 import inspect
 import io
+import json
+import os
 import random
+import subprocess
+import sys
 
 SEED = 20240611
 VALID_FRACTION = 0.05
@@ -486,6 +493,8 @@ def stdlib_docs():
                 add(f"py:{name}", f"{name}.{attr}", _doc(obj))
             if inspect.isclass(obj):
                 for meth, value in sorted(vars(obj).items()):
+                    if inspect.isfunction(value) and value.__module__ != mod.__name__:
+                        continue  # added by another package (transformers adds logging.Logger.warning_once)
                     if not meth.startswith("_") and callable(value) and _doc(value):
                         add(f"py:{name}", f"{name}.{attr}.{meth}", _doc(value))
     return docs
@@ -543,8 +552,20 @@ def split():
     return train, valid
 
 
+def load_split():
+    """split() computed in a fresh interpreter (python -I), so that packages the caller imported
+    (torch, transformers) cannot change the standard library's docstrings or attributes."""
+    out = subprocess.run([sys.executable, "-I", os.path.abspath(__file__), "--json"], check=True,
+                         capture_output=True, text=True).stdout
+    parts = json.loads(out)
+    return [tuple(d) for d in parts["train"]], [tuple(d) for d in parts["valid"]]
+
+
 if __name__ == "__main__":
     train, valid = split()
+    if sys.argv[1:] == ["--json"]:
+        print(json.dumps({"train": train, "valid": valid}))  # ASCII-escaped: no encoding concerns
+        sys.exit()
     for name, part in (("train", train), ("valid", valid)):
         written = sum(len(t) for g, t in part if is_written(g))
         print(f"{name}: {len(part)} documents, {sum(len(t) for _, t in part)} characters "

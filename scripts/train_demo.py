@@ -13,7 +13,9 @@ rebuilt offline and deterministically (fixed seeds, 2 CPU threads):
    time. Without this, BPE learns ",不进则退" as one token from the repeated proverb and the
    acceptance prompt "学习如逆水行舟,不进则" ends on a token the model has never seen there;
 3. a tiny tied-embedding GQA Qwen2ForCausalLM trained with AdamW for a fixed number of steps
-   (about 20 minutes on 2 CPU cores), saved in bf16 under golden/checkpoints/demo/ with
+   (about 20 minutes on 2 CPU cores) on rows that each start at a document start, the corpus's
+   own written documents repeated 4 times per epoch (they are ~11% of the tokens otherwise,
+   the rest being docstrings), saved in bf16 under golden/checkpoints/demo/ with
    tokenizer.json and tokenizer_config.json (Qwen2-Instruct's ChatML template);
 4. from the saved bf16 weights loaded back in float32 with eager attention: held-out per-token
    perplexity against an add-one unigram baseline, the acceptance check (greedy next token after
@@ -76,7 +78,8 @@ MODEL = dict(hidden_size=256, intermediate_size=512, num_hidden_layers=4, num_at
              num_key_value_heads=2, max_position_embeddings=512, rms_norm_eps=1e-6, tie_word_embeddings=True,
              rope_parameters={"rope_type": "default", "rope_theta": 10000.0}, initializer_range=0.02)
 TRAIN = dict(seed=0, threads=2, seq_len=512, batch_size=8, steps=1150, peak_lr=3e-3, warmup_steps=50,
-             final_lr_fraction=0.1, weight_decay=0.1, betas=(0.9, 0.95), grad_clip=1.0, eval_every=250)
+             final_lr_fraction=0.1, weight_decay=0.1, betas=(0.9, 0.95), grad_clip=1.0, eval_every=250,
+             written_repeat=4)  # documents written for the corpus are seen 4 times per epoch, docstrings once
 
 PROVERB_PROMPT = "学习如逆水行舟,不进则"
 ENGLISH_PROMPTS = ["Once upon a time, there was a", "Beautiful is better than", "Python is a"]
@@ -151,15 +154,30 @@ def encode(tok, texts, eot):
     return [e.ids + [eot] for e in tok.encode_batch(texts)]
 
 
-def batches(docs, seq_len, batch_size, rng):
-    """Endless batches: each epoch packs the documents, in a new seeded order, into rows of seq_len."""
-    buf = []
+def training_units(train_docs, written, seq_len):
+    """The epoch's units: documents longer than a row cut into row-sized pieces, and the documents
+    written for the corpus repeated TRAIN["written_repeat"] times."""
+    units = []
+    for ids, w in zip(train_docs, written):
+        pieces = [ids[i:i + seq_len] for i in range(0, len(ids), seq_len)]
+        units += pieces * (TRAIN["written_repeat"] if w else 1)
+    return units
+
+
+def batches(units, seq_len, batch_size, rng):
+    """Endless batches. Each epoch takes the units in a new seeded order; every row starts at the
+    start of a unit (a prompt, too, starts at position 0 with nothing before it) and is filled with
+    whole units; the unit that overflows the row is cut and the rest of it dropped this epoch."""
+    rows, row = [], []
     while True:
-        for i in rng.permutation(len(docs)):
-            buf.extend(docs[i])
-            while len(buf) >= seq_len * batch_size:
-                yield torch.tensor(buf[:seq_len * batch_size], dtype=torch.long).view(batch_size, seq_len)
-                buf = buf[seq_len * batch_size:]
+        for i in rng.permutation(len(units)):
+            row.extend(units[i])
+            if len(row) >= seq_len:
+                rows.append(row[:seq_len])
+                row = []
+            if len(rows) == batch_size:
+                yield torch.tensor(rows, dtype=torch.long)
+                rows = []
 
 
 def windows(stream, seq_len):
@@ -186,7 +204,7 @@ def lr_at(step):
     return t["peak_lr"] * (t["final_lr_fraction"] + (1 - t["final_lr_fraction"]) * 0.5 * (1 + math.cos(math.pi * progress)))
 
 
-def train(tok, train_docs, valid_stream, steps):
+def train(tok, units, valid_stream, steps):
     torch.manual_seed(TRAIN["seed"])
     ids = {s: tok.token_to_id(s) for s in SPECIAL}
     config = Qwen2Config(vocab_size=tok.get_vocab_size(), bos_token_id=ids["<|endoftext|>"],
@@ -199,7 +217,7 @@ def train(tok, train_docs, valid_stream, steps):
     opt = torch.optim.AdamW([{"params": decay, "weight_decay": TRAIN["weight_decay"]},
                              {"params": no_decay, "weight_decay": 0.0}],
                             lr=TRAIN["peak_lr"], betas=TRAIN["betas"])
-    data = batches(train_docs, TRAIN["seq_len"], TRAIN["batch_size"], np.random.default_rng(TRAIN["seed"]))
+    data = batches(units, TRAIN["seq_len"], TRAIN["batch_size"], np.random.default_rng(TRAIN["seed"]))
     curve, start, smooth = [], time.time(), None
     for step in range(steps):
         model.train()
@@ -360,7 +378,9 @@ def main():
         return
     TRAIN["steps"] = args.steps
     t0 = time.time()
-    train_texts, valid_texts = demo_corpus.split()
+    train_split, valid_split = demo_corpus.load_split()
+    train_texts, valid_texts = [t for _, t in train_split], [t for _, t in valid_split]
+    written = [demo_corpus.is_written(g) for g, _ in train_split]
     corpus_sha = hashlib.sha256("\0".join(train_texts + ["\0"] + valid_texts).encode()).hexdigest()
     tok = build_tokenizer(train_texts)
     eot = tok.token_to_id("<|endoftext|>")
@@ -368,7 +388,10 @@ def main():
     n_train, n_valid = sum(map(len, train_docs)), sum(map(len, valid_docs))
     log(f"corpus: {len(train_texts)} train documents ({n_train} tokens), {len(valid_texts)} validation "
         f"documents ({n_valid} tokens); tokenizer {tok.get_vocab_size()} tokens")
-    model, n_params, curve, train_s = train(tok, train_docs, [t for d in valid_docs for t in d], TRAIN["steps"])
+    units = training_units(train_docs, written, TRAIN["seq_len"])
+    epoch_tokens = sum(map(len, units))
+    log(f"epoch: {len(units)} units, {epoch_tokens} tokens ({TRAIN['written_repeat']}x the written documents)")
+    model, n_params, curve, train_s = train(tok, units, [t for d in valid_docs for t in d], TRAIN["steps"])
     save(model, tok)
     results = evaluate(train_docs, valid_docs)
     tokens_seen = TRAIN["steps"] * TRAIN["seq_len"] * TRAIN["batch_size"]
@@ -379,10 +402,13 @@ def main():
                       "special_tokens": {s: tok.token_to_id(s) for s in SPECIAL},
                       "merges_never_cross_cjk_characters": True},
         "training": {**TRAIN, "optimizer": "AdamW", "schedule": "linear warmup, cosine decay",
-                     "tokens_seen": tokens_seen, "epochs": tokens_seen / n_train, "train_seconds": train_s,
+                     "packing": "rows start at a document start; the overflowing document is cut",
+                     "epoch_tokens": epoch_tokens, "tokens_seen": tokens_seen,
+                     "epochs_approx": tokens_seen / epoch_tokens, "train_seconds": train_s,
                      "total_seconds": None, "curve": curve},
         "corpus": {"train_documents": len(train_texts), "valid_documents": len(valid_texts),
                    "train_tokens": n_train, "valid_tokens": n_valid, "sha256": corpus_sha,
+                   "train_tokens_written_here": sum(len(d) for d, w in zip(train_docs, written) if w),
                    "proverb_occurrences_in_train": sum(t.count(demo_corpus.PROVERB) for t in train_texts)},
         "evaluation": results,
         "versions": {"python": platform.python_version(), "torch": torch.__version__,
