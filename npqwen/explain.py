@@ -81,7 +81,7 @@ def explain(model, tok, ids, file=sys.stdout, top=10):
     for i, tid in enumerate(ids):
         p(f"  {i:3d}  id {tid:6d}  {show(tok, tid)}")
     p(f"== embedding: embed_tokens[{cfg.vocab_size}, {d}] looked up -> {list(r['embeddings'].shape)}")
-    p(f"== layer 0, step by step")
+    p("== layer 0, step by step")
     p(f"  input RMSNorm: x / rms(x) * weight; rms of the last token {np.sqrt(np.mean(r['embeddings'][-1] ** 2)):.4f}"
       f" -> {np.sqrt(np.mean(r['normed'][-1] ** 2)):.4f} (before the weight: 1)")
     p(f"  q = x Wq + bq -> {H} heads x {hd}: {list(r['q'].shape)};  k, v = x Wk + bk, x Wv + bv -> "
@@ -96,19 +96,19 @@ def explain(model, tok, ids, file=sys.stdout, top=10):
         angles = pos * r["inv_freq"][:4]
         p(f"    position {pos}: angles {np.array2string(angles, precision=4)} rad")
     p(f"  scores = q k^T / sqrt({hd}) + causal mask: {list(r['scores'].shape)}; softmax rows sum to 1")
-    p(f"  attention of the last token over the prompt (head 0, and the mean over heads):")
+    p("  attention of the last token over the prompt (head 0, and the mean over heads):")
     for j, tid in enumerate(ids):
         p(f"    {show(tok, tid):>14}  {r['attention'][0, -1, j]:.3f}  {r['attention'][:, -1, j].mean():.3f}")
     p(f"  o_proj (no bias) -> {list(r['attn_out'].shape)}, added to the residual stream")
     p(f"  post-attention RMSNorm, then SwiGLU: down(silu(gate) * up), gate and up {list(r['gate'].shape)}"
       f" -> {list(r['layer0_out'].shape)}, added to the residual stream")
-    p(f"== every layer: logit lens (final norm + LM head on that layer's output, last position)")
+    p("== every layer: logit lens (final norm + LM head on that layer's output, last position)")
     for i, probs in enumerate(r["lens"]):
         best = np.argsort(-probs, kind="stable")[:3]
         guesses = ", ".join(f"{show(tok, b)} {probs[b]:.2f}" for b in best)
         note = " (after the final norm)" if i == len(r["lens"]) - 1 else ""
         p(f"  layer {i:2d}  |residual| {r['residual_norms'][i]:9.2f}   {guesses}{note}")
-    p(f"== next token")
+    p("== next token")
     probs = r["next_probs"]
     for b in np.argsort(-probs, kind="stable")[:top]:
         p(f"  {show(tok, b):>14}  {probs[b]:.4f}")

@@ -1,6 +1,5 @@
 """`npqwen.explain` and `npqwen.info`: their numbers checked against the forward pass."""
 
-import os
 import subprocess
 import sys
 

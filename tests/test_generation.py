@@ -7,7 +7,7 @@ from safetensors.numpy import load_file
 
 from conftest import REFERENCES, golden_cases, golden_meta, golden_model
 from npqwen.cache import KVCache
-from npqwen.generation import generate, generate_batch, generate_steps
+from npqwen.generation import generate, generate_batch
 from npqwen.sampling import SamplingSettings
 
 
