@@ -26,9 +26,12 @@ def layer_by_hand(model, x, i):  # [t, d] -> dict of every intermediate of decod
     t = x.shape[0]
     H, K, hd = cfg.num_attention_heads, cfg.num_key_value_heads, cfg.head_dim
     h = rms_norm(x, w.input_norm, cfg.rms_norm_eps)
-    q = (h @ w.wq + w.bq).reshape(t, H, hd).transpose(1, 0, 2)     # [H, t, hd]
-    k = (h @ w.wk + w.bk).reshape(t, K, hd).transpose(1, 0, 2)     # [K, t, hd]
-    v = (h @ w.wv + w.bv).reshape(t, K, hd).transpose(1, 0, 2)
+    # the model stacks q|k|v and gate|up side by side; here each projection gets its own matmul
+    (wq, wk, wv), (bq, bk, bv) = (np.split(a, [H * hd, (H + K) * hd], axis=-1) for a in (w.w_qkv, w.b_qkv))
+    w_gate, w_up = np.split(w.w_gate_up, 2, axis=-1)
+    q = (h @ wq + bq).reshape(t, H, hd).transpose(1, 0, 2)         # [H, t, hd]
+    k = (h @ wk + bk).reshape(t, K, hd).transpose(1, 0, 2)         # [K, t, hd]
+    v = (h @ wv + bv).reshape(t, K, hd).transpose(1, 0, 2)
     inv_freq, scale = rope_inv_freq(hd, cfg.rope_parameters, cfg.max_position_embeddings, seq_len=t)
     cos, sin = rope_cos_sin(inv_freq, np.arange(t)[None], scale)   # [1, t, hd]
     q, k = apply_rope(q[None], cos, sin)[0], apply_rope(k[None], cos, sin)[0]
@@ -39,7 +42,7 @@ def layer_by_hand(model, x, i):  # [t, d] -> dict of every intermediate of decod
     attn = (weights @ vr).transpose(1, 0, 2).reshape(t, H * hd) @ w.wo
     x1 = x + attn
     g = rms_norm(x1, w.post_norm, cfg.rms_norm_eps)
-    gate, up = g @ w.w_gate, g @ w.w_up
+    gate, up = g @ w_gate, g @ w_up
     out = x1 + (silu(gate) * up) @ w.w_down
     return dict(normed=h, q=q, k=k, v=v, inv_freq=inv_freq, scores=scores, attention=weights, attn_out=attn,
                 after_attention=x1, gate=gate, up=up, out=out)

@@ -25,15 +25,27 @@ from .weights import check_tensors, open_checkpoint, to_float32
 @dataclass
 class Layer:
     """One decoder layer's weights, float32. Projections are transposed once at load to [in, out],
-    so every matmul below is a plain `x @ W` BLAS call with no strided copy."""
+    so every matmul below is a plain `x @ W` BLAS call with no strided copy. Projections that read
+    the same input are stacked side by side (q|k|v, gate|up): one large matmul instead of several
+    small ones, the same numbers."""
     input_norm: np.ndarray                              # [d]
-    wq: np.ndarray; bq: np.ndarray                      # [d, H*hd], [H*hd]
-    wk: np.ndarray; bk: np.ndarray                      # [d, K*hd], [K*hd]
-    wv: np.ndarray; bv: np.ndarray                      # [d, K*hd], [K*hd]
+    w_qkv: np.ndarray; b_qkv: np.ndarray                # [d, (H + 2K) * hd], [(H + 2K) * hd]
     wo: np.ndarray                                      # [H*hd, d]
     post_norm: np.ndarray                               # [d]
-    w_gate: np.ndarray; w_up: np.ndarray                # [d, i]
+    w_gate_up: np.ndarray                               # [d, 2i]
     w_down: np.ndarray                                  # [i, d]
+
+
+# Each Layer field and the checkpoint tensors it stacks along the output axis.
+LAYER_TENSORS = {
+    "input_norm": ["input_layernorm.weight"],
+    "w_qkv": ["self_attn.q_proj.weight", "self_attn.k_proj.weight", "self_attn.v_proj.weight"],
+    "b_qkv": ["self_attn.q_proj.bias", "self_attn.k_proj.bias", "self_attn.v_proj.bias"],
+    "wo": ["self_attn.o_proj.weight"],
+    "post_norm": ["post_attention_layernorm.weight"],
+    "w_gate_up": ["mlp.gate_proj.weight", "mlp.up_proj.weight"],
+    "w_down": ["mlp.down_proj.weight"],
+}
 
 
 @dataclass
@@ -46,35 +58,43 @@ class ModelOutput:
 # the blocks
 
 
-# Queries are processed in blocks of this many positions, so a long prompt's attention scores
-# take [heads, block, seq] memory instead of [heads, seq, seq].
-QUERY_BLOCK = 512
+# Queries are processed in blocks sized so that a block's attention scores, [b, H, block, s],
+# take about this many bytes: small enough to stay in the CPU's cache while they are masked,
+# exponentiated and normalised, and never [H, seq, seq] for a long prompt.
+SCORES_BYTES = 4 << 20
+
+
+def query_block(b, H, s):
+    return max(16, SCORES_BYTES // (4 * b * H * s))
 
 
 def self_attention(x, w: Layer, cfg: Qwen2Config, cos, sin, mask: "MaskSpec", cache=None, layer=0):
     # [b, t, d] -> [b, t, d]
     b, t, _ = x.shape
     H, K, hd = cfg.num_attention_heads, cfg.num_key_value_heads, cfg.head_dim
-    q = (x @ w.wq + w.bq).reshape(b, t, H, hd).transpose(0, 2, 1, 3)  # [b, H, t, hd]
-    k = (x @ w.wk + w.bk).reshape(b, t, K, hd).transpose(0, 2, 1, 3)  # [b, K, t, hd]
-    v = (x @ w.wv + w.bv).reshape(b, t, K, hd).transpose(0, 2, 1, 3)  # [b, K, t, hd]
+    qkv = x @ w.w_qkv + w.b_qkv                                          # [b, t, (H + 2K) * hd]
+    q, k, v = np.split(qkv, [H * hd, (H + K) * hd], axis=-1)
+    q = q.reshape(b, t, H, hd).transpose(0, 2, 1, 3)                     # [b, H, t, hd]
+    k = k.reshape(b, t, K, hd).transpose(0, 2, 1, 3)                     # [b, K, t, hd]
+    v = v.reshape(b, t, K, hd).transpose(0, 2, 1, 3)                     # [b, K, t, hd]
     q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
     if cache is not None:                                                # all keys so far
         k, v = cache.update(layer, k, v)                                 # [b, K, past + t, hd]
     past = k.shape[2] - t
     window = cfg.layer_window(layer)
-    out = np.empty((b, H, t, hd), np.float32)
-    for q0 in range(0, t, QUERY_BLOCK):
-        q1 = min(t, q0 + QUERY_BLOCK)
+    out = np.empty((b, t, H, hd), np.float32)
+    block = query_block(b, H, past + t)
+    for q0 in range(0, t, block):
+        q1 = min(t, q0 + block)
         s = past + q1  # causal: this block never looks past its last query
         bias = causal_mask(q1 - q0, s, mask.padding, window, q_start=past + q0)
-        out[:, :, q0:q1] = attention(q[:, :, q0:q1], k[:, :, :s], v[:, :, :s], bias)
-    return out.transpose(0, 2, 1, 3).reshape(b, t, H * hd) @ w.wo
+        out[:, q0:q1] = attention(q[:, :, q0:q1], k[:, :, :s], v[:, :, :s], bias).transpose(0, 2, 1, 3)
+    return out.reshape(b, t, H * hd) @ w.wo
 
 
 def decoder_layer(x, w: Layer, cfg: Qwen2Config, cos, sin, mask, cache=None, layer=0):  # [b, t, d] -> [b, t, d]
     x = x + self_attention(rms_norm(x, w.input_norm, cfg.rms_norm_eps), w, cfg, cos, sin, mask, cache, layer)
-    x = x + swiglu_mlp(rms_norm(x, w.post_norm, cfg.rms_norm_eps), w.w_gate, w.w_up, w.w_down)
+    x = x + swiglu_mlp(rms_norm(x, w.post_norm, cfg.rms_norm_eps), w.w_gate_up, w.w_down)
     return x
 
 
@@ -232,23 +252,24 @@ def load_model(path: str, weights: str = "auto") -> Model:
 
 
 def layer_weights(tensors, i, out: Layer | None = None) -> Layer:
-    """Layer i's weights as float32, projections transposed to [in, out]; written into `out`'s
-    arrays when given (streaming reuses one set of buffers for every layer)."""
+    """Layer i's weights as float32, projections transposed to [in, out] and stacked (LAYER_TENSORS);
+    written into `out`'s arrays when given (streaming reuses one set of buffers for every layer)."""
     p = f"model.layers.{i}."
-    names = dict(input_norm="input_layernorm.weight", post_norm="post_attention_layernorm.weight",
-                 wq="self_attn.q_proj.weight", bq="self_attn.q_proj.bias", wk="self_attn.k_proj.weight",
-                 bk="self_attn.k_proj.bias", wv="self_attn.v_proj.weight", bv="self_attn.v_proj.bias",
-                 wo="self_attn.o_proj.weight", w_gate="mlp.gate_proj.weight", w_up="mlp.up_proj.weight",
-                 w_down="mlp.down_proj.weight")
     fields = {}
-    for field, name in names.items():
-        t = tensors[p + name]
-        if out is None:
-            fields[field] = to_float32(t.T if t.ndim == 2 else t)  # checkpoints store [out, in]
-        else:
-            # Streaming buffers are [in, out] views of [out, in] arrays: upcast with a contiguous copy.
+    for field, names in LAYER_TENSORS.items():
+        parts = [tensors[p + name] for name in names]
+        if out is not None:
             dst = getattr(out, field)
-            np.copyto(dst.T if t.ndim == 2 else dst, t, casting="unsafe")
+        elif parts[0].ndim == 2:  # [out, in] in the file -> [in, sum of out]
+            dst = np.empty((parts[0].shape[1], sum(t.shape[0] for t in parts)), np.float32)
+        else:
+            dst = np.empty(sum(t.shape[0] for t in parts), np.float32)
+        o = 0
+        for t in parts:  # upcast each tensor into its columns of the stacked matrix
+            n = t.shape[0]
+            np.copyto(dst[..., o:o + n], t.T if t.ndim == 2 else t, casting="unsafe")
+            o += n
+        fields[field] = dst
     return out if out is not None else Layer(**fields)
 
 

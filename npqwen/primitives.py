@@ -24,23 +24,35 @@ def rms_norm(x, weight, eps):  # [..., d], [d] -> [..., d]
     return weight * (x / np.sqrt(variance + np.float32(eps)))
 
 
-def silu(x):  # [...] -> [...]
-    """SiLU (swish): x * sigmoid(x)."""
-    return x / (np.float32(1) + np.exp(-x))
+def silu(x, out=None):  # [...] -> [...]
+    """SiLU (swish): x * sigmoid(x), computed as x / (1 + exp(-x)). out=x overwrites x in place."""
+    e = np.negative(x)
+    np.exp(e, out=e)
+    e += np.float32(1)
+    return np.divide(x, e, out=out)
 
 
-def swiglu_mlp(x, w_gate, w_up, w_down):  # [..., d], [d, i], [d, i], [i, d] -> [..., d]
-    """Qwen2's MLP: down(silu(gate(x)) * up(x)), with weights as [in, out] (checkpoints store the
-    transpose, [out, in]; npqwen transposes once at load)."""
-    return (silu(x @ w_gate) * (x @ w_up)) @ w_down
+def swiglu_mlp(x, w_gate_up, w_down):  # [..., d], [d, 2i], [i, d] -> [..., d]
+    """Qwen2's MLP: down(silu(gate(x)) * up(x)). The gate and up projections are stacked side by
+    side into one [d, 2i] matrix so that a single matmul computes both; weights are [in, out]
+    (checkpoints store the transpose, [out, in]; npqwen transposes once at load)."""
+    i = w_down.shape[0]
+    h = x @ w_gate_up                        # [..., 2i]
+    gate, up = h[..., :i], h[..., i:]        # views: no copies
+    gate = silu(gate, out=gate)
+    gate *= up
+    return gate @ w_down
 
 
-def softmax(x, axis=-1):  # [...] -> [...] float32, rows summing to one
+def softmax(x, axis=-1, out=None):  # [...] -> [...] float32, rows summing to one
     """Numerically stable softmax in float32: subtracting the row maximum keeps exp() from
-    overflowing however large the scores are, and changes nothing mathematically."""
+    overflowing however large the scores are, and changes nothing mathematically.
+    out=x overwrites x (attention's scores are not needed afterwards), saving a large allocation."""
     x = x.astype(np.float32, copy=False)
-    e = np.exp(x - np.max(x, axis=axis, keepdims=True))
-    return e / np.sum(e, axis=axis, keepdims=True)
+    e = np.subtract(x, np.max(x, axis=axis, keepdims=True), out=out)
+    np.exp(e, out=e)
+    e /= np.sum(e, axis=axis, keepdims=True)
+    return e
 
 
 # ---------------------------------------------------------------------------------------------
@@ -165,14 +177,18 @@ def attention(q, k, v, bias):  # [b, H, t, hd], [b, K, s, hd], [b, K, s, hd], [b
     """Scaled dot-product attention with grouped-query heads, in one batched matmul per step.
     The H query heads are viewed as K groups of G = H // K heads; each group is stacked along the
     query axis so it meets its shared kv head in a single matrix product. This equals attention
-    over repeat_kv(k), repeat_kv(v) (query head h uses kv head h // G) without copying k and v."""
+    over repeat_kv(k), repeat_kv(v) (query head h uses kv head h // G) without copying k and v.
+    The 1/sqrt(hd) scale is applied to q (t*hd numbers) rather than to the scores (t*s), and the
+    scores are masked and normalised in place: on long prompts these passes over the scores are
+    what costs, not the matmuls."""
     b, H, t, hd = q.shape
     K, s = k.shape[1], k.shape[2]
     G = H // K
-    qg = q.reshape(b, K, G * t, hd)
-    scores = (qg @ k.transpose(0, 1, 3, 2)) * np.float32(hd ** -0.5)  # [b, K, G*t, s]
-    scores = scores.reshape(b, K, G, t, s) + bias[:, :, None]
-    probs = softmax(scores).reshape(b, K, G * t, s)
+    qg = (q * np.float32(hd ** -0.5)).reshape(b, K, G * t, hd)
+    scores = qg @ k.transpose(0, 1, 3, 2)                             # [b, K, G*t, s]
+    grouped = scores.reshape(b, K, G, t, s)                           # a view of the same memory
+    grouped += bias[:, :, None]                                       # one mask for all G heads
+    probs = softmax(scores, out=scores)
     return (probs @ v).reshape(b, H, t, hd)
 
 

@@ -102,7 +102,7 @@ def test_query_blocks_give_the_unblocked_result(case, monkeypatch):
     mask = np.ones_like(ids)
     mask[0, :6] = 0
     whole = model.forward(ids, mask).logits
-    monkeypatch.setattr(M, "QUERY_BLOCK", 5)
+    monkeypatch.setattr(M, "query_block", lambda b, H, s: 5)
     blocked = model.forward(ids, mask).logits
     valid = mask == 1
     assert np.allclose(blocked[valid], whole[valid], rtol=0, atol=1e-5 * np.abs(whole).max())
@@ -113,7 +113,7 @@ def test_nan_stops_generation_naming_the_layer():
     from npqwen.errors import NpqwenError
     from conftest import CHECKPOINTS
     model = load_model(f"{CHECKPOINTS}/gqa3_bf16")
-    model.layers[1].w_up[3, 5] = np.nan
+    model.layers[1].w_gate_up[3, -5] = np.nan  # in up
     with pytest.raises(NpqwenError, match="decoder layer 1"):
         list(generate(model, None, [1, 2, 3], 5, eos_ids=[]))
     model = load_model(f"{CHECKPOINTS}/gqa3_bf16")
