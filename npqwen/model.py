@@ -180,9 +180,16 @@ class Model:
     def lm_head_logits(self, x, rows=16384):  # [b, t, d] -> [b, t, vocab]
         if self.lm_head.dtype == np.float32:
             return x @ self.lm_head.T
-        # Streamed weights: upcast the LM head a block of vocabulary rows at a time.
-        return np.concatenate([x @ to_float32(self.lm_head[r:r + rows]).T
-                               for r in range(0, self.lm_head.shape[0], rows)], axis=-1)
+        # Streamed weights: upcast the LM head a block of vocabulary rows at a time, into one
+        # reused buffer (a fresh array per block would cost a page fault per 4 KB).
+        V = self.lm_head.shape[0]
+        buf = np.empty((min(rows, V), self.lm_head.shape[1]), np.float32)
+        logits = np.empty(x.shape[:-1] + (V,), np.float32)
+        for r in range(0, V, rows):
+            n = min(rows, V - r)
+            np.copyto(buf[:n], self.lm_head[r:r + n], casting="unsafe")
+            logits[..., r:r + n] = x @ buf[:n].T
+        return logits
 
     def _check_inputs(self, input_ids, attention_mask):
         ids = np.asarray(input_ids)
