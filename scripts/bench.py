@@ -6,8 +6,10 @@
 
 Every measurement runs in its own process (so each one's peak resident memory is its own), the
 two implementations interleaved over --repeats rounds so machine drift cancels; the best round of
-each counts. In the same run it measures the machine's ceilings: NumPy's float32 matrix-multiply
-rate and memory read bandwidth (a large matrix-vector product), and reports npqwen's prefill as
+each counts. Inside each process an untimed warm-up forward comes first, and each prompt is
+prefilled --prefills times (the best counts), the same for both implementations. In the same run
+it measures the machine's ceilings: NumPy's float32 matrix-multiply rate and memory read bandwidth
+(a large matrix-vector product; each the median of 7 runs, the best round counting), and reports npqwen's prefill as
 counted FLOPs/s over the matmul rate and its decode as weight bytes read per token x tokens/s over
 the bandwidth. transformers is measured only if torch and transformers are importable.
 Prints a table and writes it as JSON (--json).
@@ -30,6 +32,10 @@ CACHE = os.path.expanduser(os.environ.get("NPQWEN_BENCH_CACHE", "~/.cache/npqwen
 
 # ---------------------------------------------------------------------------------------------
 # workers: one implementation, one process, JSON on stdout
+
+# Each worker first runs an untimed forward over this many tokens, so that the first timed prefill
+# does not also pay for starting BLAS threads and first-touch page faults.
+WARMUP = 32
 
 
 def status_mb(field):
@@ -54,6 +60,10 @@ def peak_rss_mb():
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
+def best_rate(res, key, rate):
+    res[key] = max(rate, res.get(key, 0.0))
+
+
 def worker_npqwen(args):
     from npqwen import load_model
     from npqwen.cache import KVCache
@@ -63,12 +73,14 @@ def worker_npqwen(args):
     res = {"load_s": time.perf_counter() - t0, "weights": model.weights_mode}
     V = model.config.vocab_size
     rng = np.random.default_rng(0)
+    model.forward(rng.integers(0, V, (1, WARMUP)), logits_to_keep=1)  # untimed
     for n in args.lengths:
         ids = rng.integers(0, V, (1, n))
-        cache = KVCache(model.config, 1, n + args.new_tokens)
-        t0 = time.perf_counter()
-        logits = model.forward(ids, cache=cache, logits_to_keep=1).logits
-        res[f"prefill_{n}_tok_s"] = n / (time.perf_counter() - t0)
+        for _ in range(args.prefills):  # best of these; the cache of the last one is decoded from
+            cache = KVCache(model.config, 1, n + args.new_tokens)
+            t0 = time.perf_counter()
+            logits = model.forward(ids, cache=cache, logits_to_keep=1).logits
+            best_rate(res, f"prefill_{n}_tok_s", n / (time.perf_counter() - t0))
         if n == args.lengths[0]:  # decode after the shortest prompt
             tok = logits[:, -1].argmax(-1)
             t0 = time.perf_counter()
@@ -93,11 +105,13 @@ def worker_transformers(args):
     V = model.config.vocab_size
     rng = np.random.default_rng(0)
     with torch.inference_mode():
+        model(torch.from_numpy(rng.integers(0, V, (1, WARMUP))), logits_to_keep=1)  # untimed
         for n in args.lengths:
             ids = torch.from_numpy(rng.integers(0, V, (1, n)))
-            t0 = time.perf_counter()
-            out = model(ids, use_cache=True, logits_to_keep=1)
-            res[f"prefill_{n}_tok_s"] = n / (time.perf_counter() - t0)
+            for _ in range(args.prefills):
+                t0 = time.perf_counter()
+                out = model(ids, use_cache=True, logits_to_keep=1)
+                best_rate(res, f"prefill_{n}_tok_s", n / (time.perf_counter() - t0))
             if n == args.lengths[0]:
                 past, tok = out.past_key_values, out.logits[:, -1].argmax(-1)
                 t0 = time.perf_counter()
@@ -113,27 +127,30 @@ def worker_transformers(args):
 # the machine's ceilings
 
 
-def matmul_rate(n=3072, repeats=5):
+def median_rate(fn, work, repeats):
+    """work / seconds of fn(), the median over repeats: a stray fast or slow run does not set it."""
+    fn()
+    rates = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        rates.append(work / (time.perf_counter() - t0))
+    return float(np.median(rates))
+
+
+def matmul_rate(n=3072, repeats=7):
     """float32 GFLOP/s of NumPy's BLAS on large square matrices."""
     a = np.random.rand(n, n).astype(np.float32)
     b = np.random.rand(n, n).astype(np.float32)
-    a @ b
-    t0 = time.perf_counter()
-    for _ in range(repeats):
-        a @ b
-    return 2 * n ** 3 * repeats / (time.perf_counter() - t0) / 1e9
+    return median_rate(lambda: a @ b, 2 * n ** 3 / 1e9, repeats)
 
 
-def bandwidth(gb=1.0, repeats=5):
+def bandwidth(gb=1.0, repeats=7):
     """Memory read GB/s: a float32 matrix-vector product over a matrix far larger than the caches."""
     cols = 8192
     w = np.random.rand(int(gb * 1e9 / 4 / cols), cols).astype(np.float32)
     x = np.random.rand(cols).astype(np.float32)
-    w @ x
-    t0 = time.perf_counter()
-    for _ in range(repeats):
-        w @ x
-    return w.nbytes * repeats / (time.perf_counter() - t0) / 1e9
+    return median_rate(lambda: w @ x, w.nbytes / 1e9, repeats)
 
 
 def work_per_token(cfg, prompt_len):
@@ -156,7 +173,7 @@ def run_worker(impl, args):
     env = dict(os.environ, OPENBLAS_NUM_THREADS=str(args.threads), OMP_NUM_THREADS=str(args.threads),
                MKL_NUM_THREADS=str(args.threads))
     cmd = [sys.executable, __file__, "--worker", impl, "--model", args.model, "--threads", str(args.threads),
-           "--weights", args.weights, "--new-tokens", str(args.new_tokens),
+           "--weights", args.weights, "--new-tokens", str(args.new_tokens), "--prefills", str(args.prefills),
            "--lengths", *map(str, args.lengths)]
     r = subprocess.run(cmd, env=env, capture_output=True, text=True)
     if r.returncode != 0:
@@ -180,6 +197,7 @@ def main():
     p.add_argument("--weights", choices=("auto", "float32", "stream"), default="auto")
     p.add_argument("--lengths", type=int, nargs="+", default=[128, 1024], help="prompt lengths to prefill")
     p.add_argument("--new-tokens", type=int, default=64)
+    p.add_argument("--prefills", type=int, default=2, help="prefills of each prompt per process (best counts)")
     p.add_argument("--threads", type=int, default=os.cpu_count())
     p.add_argument("--repeats", type=int, default=2)
     p.add_argument("--no-transformers", action="store_true")
@@ -206,10 +224,10 @@ def main():
     cfg = Qwen2Config.from_file(args.model)
     impls = ["npqwen"] + ([] if args.no_transformers or not have_transformers() else ["transformers"])
     best = {impl: {} for impl in impls}
-    ceilings = {"matmul_gflops": 0.0, "bandwidth_gbs": 0.0}
+    samples = {"matmul_gflops": [], "bandwidth_gbs": []}
     for r in range(args.repeats):
-        ceilings["matmul_gflops"] = max(ceilings["matmul_gflops"], matmul_rate())
-        ceilings["bandwidth_gbs"] = max(ceilings["bandwidth_gbs"], bandwidth())
+        samples["matmul_gflops"].append(matmul_rate())
+        samples["bandwidth_gbs"].append(bandwidth())
         for impl in impls:
             res = run_worker(impl, args)
             print(f"round {r + 1} {impl}: {res}", file=sys.stderr)
@@ -221,7 +239,8 @@ def main():
                 else:
                     best[impl][k] = max(v, best[impl].get(k, v))
 
-    # fractions of the machine's ceilings
+    # fractions of the machine's ceilings: the best rate seen (the spread is printed too)
+    ceilings = {k: max(v) for k, v in samples.items()}
     n0 = args.lengths[0]
     frac = {}
     for n in args.lengths:
@@ -229,13 +248,19 @@ def main():
         frac[f"prefill_{n}_of_matmul"] = best["npqwen"][f"prefill_{n}_tok_s"] * flops / 1e9 / ceilings["matmul_gflops"]
     _, bytes_tok = work_per_token(cfg, n0)
     frac["decode_of_bandwidth"] = best["npqwen"]["decode_tok_s"] * bytes_tok / 1e9 / ceilings["bandwidth_gbs"]
+    # This machine's read bandwidth drifts over time (seen: 28 to 43 GB/s within one run), so the
+    # fraction of the median round is printed beside the strict one.
+    median_bw = float(np.median(samples["bandwidth_gbs"]))
+    frac["decode_of_median_bandwidth"] = best["npqwen"]["decode_tok_s"] * bytes_tok / 1e9 / median_bw
 
     metrics = [f"prefill_{n}_tok_s" for n in args.lengths] + ["decode_tok_s", "load_s", "peak_rss_mb",
                                                               "anon_rss_mb_at_end"]
     lines = [f"model: {args.model} ({cfg.num_hidden_layers} layers, hidden {cfg.hidden_size}, vocab {cfg.vocab_size}); "
              f"threads {args.threads}; npqwen weights {best['npqwen']['weights']}",
-             f"machine: float32 matmul {ceilings['matmul_gflops']:.0f} GFLOP/s, memory read "
-             f"{ceilings['bandwidth_gbs']:.1f} GB/s", "",
+             f"machine: float32 matmul {ceilings['matmul_gflops']:.0f} GFLOP/s (rounds: "
+             f"{', '.join(f'{x:.0f}' for x in samples['matmul_gflops'])}), memory read "
+             f"{ceilings['bandwidth_gbs']:.1f} GB/s (rounds: {', '.join(f'{x:.1f}' for x in samples['bandwidth_gbs'])})",
+             "",
              "| metric | npqwen | transformers | npqwen / transformers | npqwen vs machine ceiling |",
              "|---|---|---|---|---|"]
     for m in metrics:
@@ -246,13 +271,14 @@ def main():
         if m.startswith("prefill_"):
             ceil = f"{frac[m.replace('_tok_s', '_of_matmul')]:.0%} of matmul rate"
         elif m == "decode_tok_s":
-            ceil = f"{frac['decode_of_bandwidth']:.0%} of bandwidth bound"
+            ceil = (f"{frac['decode_of_bandwidth']:.0%} of bandwidth bound "
+                    f"({frac['decode_of_median_bandwidth']:.0%} of the median round's)")
         lines.append(f"| {m} | {a:.3g} | {b:.3g} | {ratio} | {ceil} |" if b is not None else
                      f"| {m} | {a:.3g} | - | - | {ceil} |")
     print("\n".join(lines))
     with open(args.json, "w") as f:
         json.dump({"command": " ".join(sys.argv), "model": args.model, "threads": args.threads,
-                   "ceilings": ceilings, "results": best, "fractions": frac}, f, indent=2)
+                   "ceilings": ceilings, "ceiling_rounds": samples, "results": best, "fractions": frac}, f, indent=2)
     if generated and args.delete:
         import shutil
         shutil.rmtree(args.model)
