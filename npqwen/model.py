@@ -274,7 +274,12 @@ def layer_weights(tensors, i, out: Layer | None = None) -> Layer:
         o = 0
         for t in parts:  # upcast each tensor into its columns of the stacked matrix
             n = t.shape[0]
-            np.copyto(dst[..., o:o + n], t.T if t.ndim == 2 else t, casting="unsafe")
+            if t.ndim == 1 or out is not None:  # streaming buffers are [out, in] underneath: a plain copy
+                np.copyto(dst[..., o:o + n], t.T if t.ndim == 2 else t, casting="unsafe")
+            else:  # upcasting and transposing at once is slow: upcast rows, then transpose them in cache
+                for r in range(0, n, 256):
+                    rows = np.asarray(t[r:r + 256], np.float32)        # [<= 256, in]
+                    dst[:, o + r:o + r + len(rows)] = rows.T
             o += n
         fields[field] = dst
     return out if out is not None else Layer(**fields)

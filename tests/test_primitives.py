@@ -449,6 +449,17 @@ def test_silu_matches_float64(x):
     np.testing.assert_allclose(silu(x), x64 * (1 / (1 + np.exp(-x64))), rtol=1e-5, atol=1e-6)
 
 
+@FAST
+@given(hnp.arrays(np.float32, hnp.array_shapes(min_dims=1, max_dims=3, max_side=9), elements=st.floats(-80, 80, width=32)))
+def test_in_place_silu_and_softmax_give_the_same_numbers(x):
+    """The model overwrites its intermediates (out=x) to save memory: aliasing must not change a bit."""
+    a, b = x.copy(), x.copy()
+    np.testing.assert_array_equal(silu(a, out=a), silu(x))
+    np.testing.assert_array_equal(a, silu(x))
+    np.testing.assert_array_equal(softmax(b, out=b), softmax(x))
+    np.testing.assert_array_equal(b, softmax(x))
+
+
 def test_silu_by_hand():
     np.testing.assert_allclose(silu(np.array([0.0, 1.0, -1.0], np.float32)),
                                [0.0, 1 / (1 + math.exp(-1)), -1 / (1 + math.exp(1))], rtol=1e-6)
