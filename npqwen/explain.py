@@ -1,9 +1,12 @@
 """`python -m npqwen.explain [--model DIR] PROMPT`: walk one prompt through Qwen2, with real numbers.
 
 The seed walkthrough, step by step on layer 0 (RMSNorm, q/k/v with biases, RoPE, grouped-query
-attention, o_proj, residual, SwiGLU MLP), then a logit-lens line for every layer (what the model
-would predict if it stopped there) and the final next-token distribution. `--plot FILE.png`
-(needs matplotlib) draws attention maps and the logit lens as pictures.
+attention, o_proj, residual, SwiGLU MLP), reading the weights by their checkpoint names as the seed
+does, then a logit-lens line for every layer (what the model would predict if it stopped there) and
+the final next-token distribution. `--plot FILE.png` (needs matplotlib) also draws the pictures of
+npqwen/plots.py: which kv head each query head reads, attention maps of the layers and heads chosen
+with `--layers` and `--heads`, and the logit-lens grid (layers x positions, top token and its
+probability). notebooks/qwen2_walkthrough.ipynb is the same walk as a notebook.
 """
 
 import argparse
@@ -14,67 +17,95 @@ import numpy as np
 from .cli import DEMO_MODEL
 from .errors import NpqwenError
 from .model import load_model
-from .primitives import (apply_rope, causal_mask, repeat_kv, rms_norm, rope_cos_sin, rope_inv_freq, silu,
+from .plots import token_bytes
+from .primitives import (NEG, apply_rope, causal_mask, repeat_kv, rms_norm, rope_cos_sin, rope_inv_freq, silu,
                          softmax)
 from .tokenizer import Tokenizer
+from .weights import open_checkpoint
+
+LENS_POSITIONS = 20     # the logit-lens picture shows at most the last 20 prompt positions
+MAX_MAPS = 32           # attention maps in one picture
 
 
-def layer_by_hand(model, x, i):  # [t, d] -> dict of every intermediate of decoder layer i
-    """Decoder layer i written out step by step, as the seed walkthrough does it (repeat_kv and
-    explicit attention weights, for reading; the model itself uses the grouped path)."""
-    cfg, w = model.config, model.layers[i]
+def layer_tensors(tensors, i):  # checkpoint tensors -> {"self_attn.q_proj.weight": float32 [out, in], ...}
+    """Decoder layer i's weights by their checkpoint names, upcast to float32 and stored as the
+    file stores them ([out, in]), as the seed walkthrough reads them from the state dict."""
+    p = f"model.layers.{i}."
+    return {name[len(p):]: np.asarray(a, np.float32) for name, a in tensors.items() if name.startswith(p)}
+
+
+def layer_by_hand(cfg, tensors, x, i):  # [t, d] -> dict of every intermediate of decoder layer i
+    """Decoder layer i written out step by step from the checkpoint's tensors, as the seed walkthrough
+    does it (one matmul per projection, repeat_kv and explicit attention weights, for reading)."""
+    w = layer_tensors(tensors, i)
     t = x.shape[0]
     H, K, hd = cfg.num_attention_heads, cfg.num_key_value_heads, cfg.head_dim
-    h = rms_norm(x, w.input_norm, cfg.rms_norm_eps)
-    # the model stacks q|k|v and gate|up side by side; here each projection gets its own matmul
-    (wq, wk, wv), (bq, bk, bv) = (np.split(a, [H * hd, (H + K) * hd], axis=-1) for a in (w.w_qkv, w.b_qkv))
-    w_gate, w_up = np.split(w.w_gate_up, 2, axis=-1)
-    q = (h @ wq + bq).reshape(t, H, hd).transpose(1, 0, 2)         # [H, t, hd]
-    k = (h @ wk + bk).reshape(t, K, hd).transpose(1, 0, 2)         # [K, t, hd]
-    v = (h @ wv + bv).reshape(t, K, hd).transpose(1, 0, 2)
+
+    def proj(h, name):  # a linear layer: h W^T (+ b); the file stores W as [out, in]
+        y = h @ w[f"{name}.weight"].T
+        return y + w[f"{name}.bias"] if f"{name}.bias" in w else y
+
+    h = rms_norm(x, w["input_layernorm.weight"], cfg.rms_norm_eps)
+    q = proj(h, "self_attn.q_proj").reshape(t, H, hd).transpose(1, 0, 2)   # [H, t, hd]
+    k = proj(h, "self_attn.k_proj").reshape(t, K, hd).transpose(1, 0, 2)   # [K, t, hd]
+    v = proj(h, "self_attn.v_proj").reshape(t, K, hd).transpose(1, 0, 2)
     inv_freq, scale = rope_inv_freq(hd, cfg.rope_parameters, cfg.max_position_embeddings, seq_len=t)
-    cos, sin = rope_cos_sin(inv_freq, np.arange(t)[None], scale)   # [1, t, hd]
+    cos, sin = rope_cos_sin(inv_freq, np.arange(t)[None], scale)          # [1, t, hd]
     q, k = apply_rope(q[None], cos, sin)[0], apply_rope(k[None], cos, sin)[0]
     kr, vr = repeat_kv(k[None], H // K)[0], repeat_kv(v[None], H // K)[0]   # [H, t, hd]
     mask = causal_mask(t, t, window=cfg.layer_window(i))[0]
     scores = q @ kr.transpose(0, 2, 1) * np.float32(hd ** -0.5) + mask
-    weights = softmax(scores)                                      # [H, t, t]
-    attn = (weights @ vr).transpose(1, 0, 2).reshape(t, H * hd) @ w.wo
+    weights = softmax(scores)                                             # [H, t, t]
+    attn = proj((weights @ vr).transpose(1, 0, 2).reshape(t, H * hd), "self_attn.o_proj")
     x1 = x + attn
-    g = rms_norm(x1, w.post_norm, cfg.rms_norm_eps)
-    gate, up = g @ w_gate, g @ w_up
-    out = x1 + (silu(gate) * up) @ w.w_down
-    return dict(normed=h, q=q, k=k, v=v, inv_freq=inv_freq, scores=scores, attention=weights, attn_out=attn,
-                after_attention=x1, gate=gate, up=up, out=out)
+    g = rms_norm(x1, w["post_attention_layernorm.weight"], cfg.rms_norm_eps)
+    gate, up = proj(g, "mlp.gate_proj"), proj(g, "mlp.up_proj")
+    out = x1 + proj(silu(gate) * up, "mlp.down_proj")
+    return dict(normed=h, q=q, k=k, v=v, inv_freq=inv_freq, scores=scores, attention=weights,
+                masked=mask[0] <= NEG / 2, attn_out=attn, after_attention=x1, gate=gate, up=up, out=out)
 
 
-def walk(model, ids):
-    """Run the prompt and collect everything the explanation prints. -> dict of arrays."""
-    cfg = model.config
+def logit_lens(model, hidden_states, positions):
+    """The final norm and LM head applied to the embedding and to every layer's output, at the last
+    `positions` prompt positions. -> top token [layers + 1, P], its probability, and each layer's
+    whole distribution at the last position [layers, vocab]."""
+    n = model.config.num_hidden_layers
+    top, top_p, last = [], [], []
+    for i, hs in enumerate(hidden_states):  # the embedding, then each layer's output
+        h = hs[0, -positions:]
+        if i < n:  # the last entry is already normed (transformers' convention)
+            h = rms_norm(h, model.norm, model.config.rms_norm_eps)
+        probs = softmax(model.lm_head_logits(h[None])[0])               # [P, vocab]
+        top.append(probs.argmax(-1))
+        top_p.append(probs.max(-1))
+        if i > 0:
+            last.append(probs[-1])
+    return np.stack(top), np.stack(top_p), np.stack(last)
+
+
+def walk(model, tensors, ids, positions=LENS_POSITIONS):
+    """Run the prompt and collect everything the explanation prints and draws. -> dict of arrays."""
     out = model.forward(np.array([ids]), output_hidden_states=True)
-    r = layer_by_hand(model, out.hidden_states[0][0], 0)
-
-    # logit lens: the final norm and LM head applied to every layer's output at the last position
-    lens = []
-    for i in range(cfg.num_hidden_layers):
-        hs = out.hidden_states[i + 1][0, -1]
-        if i < cfg.num_hidden_layers - 1:  # the last entry is already normed (transformers' convention)
-            hs = rms_norm(hs, model.norm, cfg.rms_norm_eps)
-        lens.append(softmax(model.lm_head_logits(hs[None, None])[0, 0]))
+    r = layer_by_hand(model.config, tensors, out.hidden_states[0][0], 0)
+    top, top_p, lens = logit_lens(model, out.hidden_states, min(positions, len(ids)))
     residual_norms = [float(np.linalg.norm(hh[0, -1])) for hh in out.hidden_states[1:]]
-    return dict(r, embeddings=out.hidden_states[0][0], layer0_out=r["out"], lens=np.stack(lens),
-                residual_norms=residual_norms, next_probs=softmax(out.logits[0, -1]),
+    return dict(r, embeddings=out.hidden_states[0][0], layer0_out=r["out"], lens=lens, lens_top=top,
+                lens_top_p=top_p, residual_norms=residual_norms, next_probs=softmax(out.logits[0, -1]),
                 hidden_states=out.hidden_states)
 
 
 def show(tok, i):
-    return repr(tok.decode([i])) if tok is not None else str(i)
+    """A token as text, or as its bytes when it holds part of a character (which alone decodes to '\ufffd')."""
+    if tok is None:
+        return str(i)
+    text = tok.decode([i])
+    return repr(token_bytes(tok, i)) if "\ufffd" in text else repr(text)
 
 
-def explain(model, tok, ids, file=sys.stdout, top=10):
+def explain(model, tensors, tok, ids, file=sys.stdout, top=10):
     cfg = model.config
     H, K, hd, d = cfg.num_attention_heads, cfg.num_key_value_heads, cfg.head_dim, cfg.hidden_size
-    r = walk(model, ids)
+    r = walk(model, tensors, ids)
     t = len(ids)
 
     def p(*a):
@@ -118,53 +149,109 @@ def explain(model, tok, ids, file=sys.stdout, top=10):
     return r
 
 
-def plot(model, r, ids, tok, path, layers=None, heads=(0,)):
-    """Attention maps of the chosen layers and heads, and the logit lens as a heatmap."""
+def default_heads(cfg):
+    """The first query head of the first and the last kv head: two heads that read different keys."""
+    G, K = cfg.num_key_value_groups, cfg.num_key_value_heads
+    return sorted({0, (K - 1) * G})
+
+
+def pictures(cfg, tensors, r, ids, tok, fonts, layers, heads):
+    """The panels `--plot` draws, in rows: the GQA wiring, attention maps, the logit lens."""
+    from .plots import attention_panel, gqa_panel, logit_lens_panel, token_label
+
+    H, K, G = cfg.num_attention_heads, cfg.num_key_value_heads, cfg.num_key_value_groups
+    labels = [token_label(tok, i, fonts) for i in ids]
+    rows = [[gqa_panel(H, K, shown=heads)]] if K < H else []
+    maps = []
+    for i in layers:
+        a = layer_by_hand(cfg, tensors, r["hidden_states"][i][0], i)
+        maps += [attention_panel(a["attention"][h], labels, f"layer {i}, query head {h} (reads kv head {h // G})",
+                                 masked=a["masked"]) for h in heads]
+    per_row = max(len(heads), 1) if len(heads) <= 4 else 4
+    rows += [maps[j:j + per_row] for j in range(0, len(maps), per_row)]
+
+    P = r["lens_top"].shape[1]
+    n = cfg.num_hidden_layers
+    shown = ids[-P:]
+    nxt = list(ids[len(ids) - P + 1:])                                  # the prompt's real next tokens
+    cells = [[token_label(tok, b, fonts, max_chars=8) for b in row] for row in r["lens_top"]]
+    hits = np.array([[j < len(nxt) and b == nxt[j] for j, b in enumerate(row)] for row in r["lens_top"]])
+    names = ["embedding"] + [f"layer {i}" for i in range(n - 1)] + [f"layer {n - 1} = output"]
+    title = "logit lens: the top next-token guess at each layer and position"
+    if P < len(ids):
+        title += f" (last {P} of {len(ids)} positions)"
+    rows.append([logit_lens_panel(r["lens_top_p"], cells, names, [labels[len(ids) - P + j] for j in range(P)],
+                                  hits=hits, above=[labels[len(ids) - P + j + 1] for j in range(len(nxt))] + [""],
+                                  title=title)])
+    return rows
+
+
+def plot(cfg, tensors, r, ids, tok, path, layers=None, heads=None, fonts=None):
+    """Attention maps of the chosen layers and heads, and the logit lens, written to `path`."""
     try:
-        import matplotlib
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
+        from .plots import find_fonts, save
     except ImportError:
         raise NpqwenError("--plot needs matplotlib (pip install matplotlib)") from None
-    n = model.config.num_hidden_layers
-    layers = [0, n - 1] if layers is None else layers
-    labels = [tok.decode([i]) if tok is not None else str(i) for i in ids]
-    maps = [(i, h, layer_by_hand(model, r["hidden_states"][i][0], i)["attention"][h])
-            for i in layers for h in heads]
-    fig, axes = plt.subplots(1, len(maps) + 1, figsize=(5 * (len(maps) + 1), 5))
-    for ax, (i, h, a) in zip(axes, maps):
-        ax.imshow(a, cmap="viridis", vmin=0, vmax=1)
-        ax.set_title(f"layer {i}, head {h}: attention")
-        ax.set_xticks(range(len(ids)), labels, rotation=90, fontsize=7)
-        ax.set_yticks(range(len(ids)), labels, fontsize=7)
-    lens = r["lens"]                                  # [layers, vocab]
-    top = np.argsort(-r["next_probs"], kind="stable")[:8]
-    ax = axes[-1]
-    ax.imshow(lens[:, top], cmap="magma", aspect="auto", vmin=0)
-    ax.set_title("logit lens: P(final top-8 tokens) by layer")
-    ax.set_xticks(range(len(top)), [tok.decode([int(b)]) if tok is not None else str(b) for b in top],
-                  rotation=90, fontsize=8)
-    ax.set_yticks(range(n), [f"layer {i}" for i in range(n)], fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=80)
-    plt.close(fig)
+    n = cfg.num_hidden_layers
+    layers = sorted({0, n - 1}) if layers is None else layers
+    heads = default_heads(cfg) if heads is None else heads
+    if len(layers) * len(heads) > MAX_MAPS:
+        raise NpqwenError(f"--layers and --heads ask for {len(layers) * len(heads)} attention maps; "
+                          f"at most {MAX_MAPS} fit in one picture")
+    fonts = find_fonts() if fonts is None else fonts
+    rows = pictures(cfg, tensors, r, ids, tok, fonts, layers, heads)
+    try:
+        save(rows, path, fonts)
+    except OSError as e:
+        raise NpqwenError(f"--plot {path}: cannot write ({e.strerror or e})") from None
+    except ValueError as e:  # an extension matplotlib cannot write
+        raise NpqwenError(f"--plot {path}: {e}") from None
+
+
+def pick(text, n, option):  # "0,3" or "all" -> sorted indices in [0, n)
+    if text is None:
+        return None
+    if text.strip() == "all":
+        return list(range(n))
+    try:
+        picked = sorted({int(x) for x in text.split(",")})
+    except ValueError:
+        picked = None
+    if not picked or picked[0] < 0 or picked[-1] >= n:
+        raise NpqwenError(f"{option} must be 'all' or comma-separated numbers from 0 to {n - 1}, found {text!r}")
+    return picked
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):  # one line, exit 2, no usage dump
+        raise NpqwenError(message)
 
 
 def main(argv=None):
-    ap = argparse.ArgumentParser(prog="python -m npqwen.explain", description=__doc__.splitlines()[0])
+    ap = _Parser(prog="python -m npqwen.explain", description=__doc__.splitlines()[0])
     ap.add_argument("prompt")
     ap.add_argument("--model", default=DEMO_MODEL)
-    ap.add_argument("--plot", help="also draw attention and logit-lens pictures to this PNG (needs matplotlib)")
+    ap.add_argument("--plot", metavar="FILE.png",
+                    help="also draw the attention maps and the logit lens to this picture (needs matplotlib)")
+    ap.add_argument("--layers", help="layers whose attention to draw: 'all' or e.g. 0,3 (default: first and last)")
+    ap.add_argument("--heads", help="query heads to draw: 'all' or e.g. 0,4 (default: the first head of the "
+                                    "first and last kv head)")
     try:
         args = ap.parse_args(argv)
         if not args.prompt.strip():
             raise NpqwenError("the prompt is empty")
+        if (args.layers or args.heads) and not args.plot:
+            raise NpqwenError("--layers and --heads choose what --plot draws; add --plot FILE.png")
         model = load_model(args.model)
+        cfg = model.config
+        layers = pick(args.layers, cfg.num_hidden_layers, "--layers")
+        heads = pick(args.heads, cfg.num_attention_heads, "--heads")
+        tensors = open_checkpoint(args.model)
         tok = Tokenizer(args.model)
         ids = tok.encode(args.prompt)
-        r = explain(model, tok, ids)
+        r = explain(model, tensors, tok, ids)
         if args.plot:
-            plot(model, r, ids, tok, args.plot)
+            plot(cfg, tensors, r, ids, tok, args.plot, layers, heads)
     except NpqwenError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

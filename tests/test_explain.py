@@ -1,27 +1,39 @@
 """`npqwen.explain` and `npqwen.info`: their numbers checked against the forward pass."""
 
+import os
 import subprocess
 import sys
 
 import numpy as np
 import pytest
 
-from conftest import ROOT, golden_model, shared_asset
+from conftest import CHECKPOINTS, ROOT, golden_model, shared_asset
 from npqwen.explain import explain, layer_by_hand, walk
 from npqwen.info import summary
+from npqwen.weights import open_checkpoint
+
+
+def golden_tensors(case):
+    return open_checkpoint(os.path.join(CHECKPOINTS, case))
 
 
 @pytest.mark.parametrize("case", ["gqa3_bf16", "sliding_window", "rope_yarn_4x"])
 def test_walkthrough_numbers_are_the_models(case):
-    model = golden_model(case)
+    model, tensors = golden_model(case), golden_tensors(case)
     ids = list(np.random.default_rng(4).integers(1, 320, 21))
-    r = walk(model, ids)
+    r = walk(model, tensors, ids)
     out = model.forward(np.array([ids]))
-    # the by-hand layers are the model's layers
-    for i in range(model.config.num_hidden_layers):
-        by_hand = layer_by_hand(model, r["hidden_states"][i][0], i)["out"]
-        if i < model.config.num_hidden_layers - 1:
-            assert np.allclose(by_hand, r["hidden_states"][i + 1][0], atol=1e-5)
+    # the by-hand layers, read from the checkpoint by tensor name, are the model's layers
+    cfg = model.config
+    for i in range(cfg.num_hidden_layers):
+        by_hand = layer_by_hand(cfg, tensors, r["hidden_states"][i][0], i)
+        if i < cfg.num_hidden_layers - 1:
+            assert np.allclose(by_hand["out"], r["hidden_states"][i + 1][0], atol=1e-5)
+        # the masked cells are the future and, in a sliding-window layer, what lies beyond the window
+        q, k = np.arange(21)[:, None], np.arange(21)[None, :]
+        window = cfg.layer_window(i)
+        allowed = (k <= q) & ((q - k < window) if window else True)
+        assert (by_hand["masked"] == ~allowed).all() and (by_hand["attention"][:, by_hand["masked"]] == 0).all()
     # the last layer's logit-lens line is the model's real prediction
     assert np.allclose(r["lens"][-1], r["next_probs"], atol=1e-6)
     assert r["lens"][-1].argmax() == out.logits[0, -1].argmax()
@@ -35,7 +47,7 @@ def test_printed_explanation():
     model = golden_model("gqa3_bf16")
     buf = io.StringIO()
     ids = [5, 17, 42, 9, 100, 7]
-    r = explain(model, None, ids, file=buf)
+    r = explain(model, golden_tensors("gqa3_bf16"), None, ids, file=buf)
     text = buf.getvalue()
     assert "6 query heads share 2 key/value heads, 3 per kv head" in text
     assert text.count("  layer ") == model.config.num_hidden_layers
@@ -50,7 +62,7 @@ def test_explain_command_on_the_demo_with_plot(tmp_path):
     png = tmp_path / "explain.png"
     r = subprocess.run([sys.executable, "-m", "npqwen.explain", "--plot", str(png), "学习如逆水行舟,不进则"],
                        cwd=ROOT, capture_output=True, timeout=300)
-    assert r.returncode == 0, r.stderr.decode()
+    assert r.returncode == 0 and not r.stderr, r.stderr.decode()  # no "Glyph ... missing" warnings
     out = r.stdout.decode()
     for section in ("== tokens", "== embedding", "== layer 0", "RoPE", "logit lens", "== next token"):
         assert section in out

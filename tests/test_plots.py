@@ -1,0 +1,207 @@
+"""npqwen.plots and `explain --plot`: legible labels for any prompt, with and without a CJK font,
+and the panels a learner expects (logit-lens grid, attention maps, which kv head each head reads)."""
+
+import os
+import subprocess
+import sys
+import warnings
+
+import numpy as np
+import pytest
+from matplotlib.text import Text
+
+from conftest import CHECKPOINTS, ROOT, golden_model
+from npqwen.cli import DEMO_MODEL
+from npqwen.explain import pictures, plot, walk
+from npqwen.model import load_model
+from npqwen.plots import figure, find_fonts, gqa_panel, token_bytes, token_label
+from npqwen.tokenizer import Tokenizer
+from npqwen.weights import open_checkpoint
+
+SEED_PROMPT = "学习如逆水行舟,不进则"
+ENGLISH = "Once upon a time, there was a little bird that wanted to"
+
+
+@pytest.fixture(scope="module")
+def demo():
+    return load_model(DEMO_MODEL), open_checkpoint(DEMO_MODEL), Tokenizer(DEMO_MODEL)
+
+
+def no_cjk_font():
+    return find_fonts(candidates=())  # what a machine without any CJK font gets
+
+
+def cjk_font():
+    fonts = find_fonts()
+    if not fonts.cjk:
+        pytest.skip("no CJK font on this machine (CI installs fonts-noto-cjk; apt-get install fonts-noto-cjk)")
+    return fonts
+
+
+FONTS = {"cjk font": cjk_font, "no cjk font": no_cjk_font}
+
+
+def texts(fig):
+    return [t.get_text() for t in fig.findobj(Text) if t.get_text()]
+
+
+def draw(demo, prompt, fonts, layers=(0, 3), heads=(0, 4)):
+    model, tensors, tok = demo
+    ids = tok.encode(prompt)
+    r = walk(model, tensors, ids)
+    fig = figure(pictures(model.config, tensors, r, ids, tok, fonts, list(layers), list(heads)), fonts)
+    return fig, r, ids
+
+
+# ---------------------------------------------------------------------------------------------
+# labels
+
+
+def test_labels_without_a_cjk_font_are_ids_and_bytes(demo):
+    tok, fonts = demo[2], no_cjk_font()
+    assert not fonts.cjk and ord("学") not in fonts.charset
+    xue = tok.encode("学")[0]
+    assert token_label(tok, xue, fonts) == f"#{xue} \\xe5\\xad\\xa6"       # its id and UTF-8 bytes
+    assert token_label(tok, xue, fonts, max_chars=8) == f"#{xue}"          # no room: the id alone
+    assert token_label(tok, tok.encode(" little")[0], fonts) == "\u2423little"  # a leading space, visible
+
+
+def test_labels_with_a_cjk_font_are_the_text(demo):
+    tok, fonts = demo[2], cjk_font()
+    assert [token_label(tok, i, fonts) for i in tok.encode(SEED_PROMPT)] == list(SEED_PROMPT)
+
+
+@pytest.mark.parametrize("fonts", FONTS)
+def test_a_token_that_is_part_of_a_character_shows_its_bytes(demo, fonts):
+    tok = demo[2]
+    ids = tok.encode("炊")  # three UTF-8 bytes that the demo's BPE splits 2 + 1
+    assert b"".join(token_bytes(tok, i) for i in ids) == "炊".encode()
+    assert [token_label(tok, i, FONTS[fonts]()) for i in ids] == ["\\xe7\\x82", "\\x8a"]
+
+
+def test_long_labels_are_cut_between_characters(demo):
+    tok, fonts = demo[2], no_cjk_font()
+    i = tok.encode(" defaults")[0]
+    label = token_label(tok, i, fonts, max_chars=6)
+    assert label.endswith("\u2026") and len(label) <= 6 and "\u2423defaults".startswith(label[:-1])
+    stray = tok.encode("炊")[0]  # two stray bytes: cut after a whole escape, not inside one
+    assert token_label(tok, stray, fonts, max_chars=6) == "\\xe7\u2026"
+
+
+# ---------------------------------------------------------------------------------------------
+# pictures
+
+
+@pytest.mark.parametrize("prompt", [SEED_PROMPT, ENGLISH], ids=["seed prompt", "english prompt"])
+@pytest.mark.parametrize("fonts", FONTS)
+def test_every_label_in_the_pictures_has_glyphs(demo, prompt, fonts, tmp_path):
+    fonts = FONTS[fonts]()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        fig, r, ids = draw(demo, prompt, fonts)
+        fig.savefig(tmp_path / "p.png", dpi=50)
+    assert not [w for w in caught if "missing from" in str(w.message)], [str(w.message) for w in caught]
+    for text in texts(fig):  # nothing that would be drawn as an empty box
+        assert all(ord(ch) in fonts.charset or ch == "\n" for ch in text), text
+
+
+@pytest.mark.parametrize("fonts", FONTS)
+def test_the_logit_lens_grid(demo, fonts):
+    fonts = FONTS[fonts]()
+    model, _, tok = demo
+    fig, r, ids = draw(demo, SEED_PROMPT, fonts)
+    n, t = model.config.num_hidden_layers, len(ids)
+    lens = [ax for ax in fig.axes if ax.get_title().startswith("logit lens")]
+    assert len(lens) == 1
+    ax = lens[0]
+    # layers x positions: the embedding and every layer, by every prompt position, one token per cell
+    assert [lab.get_text() for lab in ax.get_yticklabels()][0] == "embedding" and len(ax.get_yticks()) == n + 1
+    assert len(ax.get_xticks()) == t
+    cells = [c.get_text() for c in ax.texts]
+    assert len(cells) == (n + 1) * t
+    # the top row is the model's own prediction at each position, coloured by its probability
+    out = model.forward(np.array([ids]))
+    assert cells[-t:] == [token_label(tok, i, fonts, max_chars=8) for i in out.logits[0].argmax(-1)]
+    probs = np.exp(out.logits[0] - out.logits[0].max(-1, keepdims=True))
+    assert np.allclose(ax.images[0].get_array()[-1], (probs / probs.sum(-1, keepdims=True)).max(-1), atol=1e-6)
+    assert cells[-1] == token_label(tok, tok.encode("退")[0], fonts, max_chars=8)
+    assert any(a.get_label() == "<colorbar>" for a in fig.axes)
+
+
+def test_the_logit_lens_shows_the_last_positions_of_a_long_prompt(demo):
+    model, tensors, tok = demo
+    ids = tok.encode(ENGLISH * 3)
+    r = walk(model, tensors, ids, positions=20)
+    assert len(ids) > 20 and r["lens_top"].shape == (model.config.num_hidden_layers + 1, 20)
+    out = model.forward(np.array([ids]))
+    assert (r["lens_top"][-1] == out.logits[0, -20:].argmax(-1)).all()
+
+
+def test_attention_maps_have_labels_a_colour_bar_and_their_kv_head(demo):
+    fonts = no_cjk_font()
+    fig, r, ids = draw(demo, ENGLISH, fonts, layers=(1, 2), heads=(1, 2, 5))
+    maps = [ax for ax in fig.axes if ax.get_title().startswith("layer ")]
+    assert [ax.get_title() for ax in maps] == [f"layer {i}, query head {h} (reads kv head {h // 4})"
+                                              for i in (1, 2) for h in (1, 2, 5)]
+    labels = [token_label(demo[2], i, fonts) for i in ids]
+    for ax in maps:
+        assert [x.get_text() for x in ax.get_xticklabels()] == labels
+        assert [y.get_text() for y in ax.get_yticklabels()] == labels
+        a = ax.images[0].get_array()
+        assert a.mask[0, 1] and not a.mask[1, 0] and np.allclose(a.sum(-1), 1, atol=1e-5)  # causal rows of weights
+    colorbars = [ax for ax in fig.axes if ax.get_label() == "<colorbar>"]
+    assert len(colorbars) == len(maps) + 1  # one per map, one for the logit lens
+
+
+def test_the_gqa_panel_wires_each_query_head_to_its_kv_head():
+    fig = figure([[gqa_panel(8, 2, shown=(0, 5))]], no_cjk_font())
+    lines = fig.axes[0].get_lines()
+    assert len(lines) == 8
+    kv_x = {line.get_xdata()[1] for line in lines}
+    assert len(kv_x) == 2
+    ends = [line.get_xdata()[1] for line in lines]
+    assert ends[:4] == [ends[0]] * 4 and ends[4:] == [ends[4]] * 4 and ends[0] < ends[4]
+    assert [line.get_linewidth() > 1 for line in lines] == [h in (0, 5) for h in range(8)]
+
+
+def test_no_gqa_panel_for_multi_head_attention():
+    model = golden_model("mha_f32_tied")
+    tensors = open_checkpoint(os.path.join(CHECKPOINTS, "mha_f32_tied"))
+    ids = [5, 17, 42, 9]
+    r = walk(model, tensors, ids)
+    rows = pictures(model.config, tensors, r, ids, None, no_cjk_font(), [0], [0, 1])
+    fig = figure(rows, no_cjk_font())
+    assert not [ax for ax in fig.axes if ax.get_title().startswith("grouped-query")]
+    assert [ax.get_title() for ax in fig.axes if ax.get_title().startswith("layer")] == [
+        "layer 0, query head 0 (reads kv head 0)", "layer 0, query head 1 (reads kv head 1)"]
+
+
+# ---------------------------------------------------------------------------------------------
+# the command line
+
+
+def run(*args):
+    return subprocess.run([sys.executable, "-m", "npqwen.explain", *args], cwd=ROOT, capture_output=True, timeout=300)
+
+
+def test_explain_plot_with_chosen_layers_and_heads(tmp_path):
+    png = tmp_path / "maps.png"
+    r = run("--plot", str(png), "--layers", "all", "--heads", "2,7", ENGLISH)
+    assert r.returncode == 0 and not r.stderr, r.stderr.decode()
+    data = png.read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n"
+    w, h = int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
+    assert 800 <= w <= 6000 and 2000 <= h <= 12000  # 4 rows of 2 maps, and the lens
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--plot", "x.png", "--layers", "4"], "--layers must be 'all' or comma-separated numbers from 0 to 3, found '4'"),
+    (["--plot", "x.png", "--heads", "one"], "--heads must be 'all' or comma-separated numbers from 0 to 7, found 'one'"),
+    (["--heads", "0"], "--layers and --heads choose what --plot draws; add --plot FILE.png"),
+    (["--plot", "/no/such/folder/x.png"], "--plot /no/such/folder/x.png: cannot write"),
+    (["--plot", "x.notaformat"], "--plot x.notaformat: Format 'notaformat' is not supported"),
+])
+def test_explain_plot_bad_options(args, message):
+    r = run(*args, "hello")
+    err = r.stderr.decode()
+    assert r.returncode == 2 and err.startswith("error: " + message) and err.count("\n") == 1, err
