@@ -27,8 +27,9 @@ def layer_by_hand(model, x, i):  # [t, d] -> dict of every intermediate of decod
     H, K, hd = cfg.num_attention_heads, cfg.num_key_value_heads, cfg.head_dim
     h = rms_norm(x, w.input_norm, cfg.rms_norm_eps)
     # the model stacks q|k|v and gate|up side by side; here each projection gets its own matmul
-    (wq, wk, wv), (bq, bk, bv) = (np.split(a, [H * hd, (H + K) * hd], axis=-1) for a in (w.w_qkv, w.b_qkv))
-    w_gate, w_up = np.split(w.w_gate_up, 2, axis=-1)
+    a, m = w.mixer, w.mlp
+    (wq, wk, wv), (bq, bk, bv) = (np.split(x, [H * hd, (H + K) * hd], axis=-1) for x in (a.w_qkv, a.b_qkv))
+    w_gate, w_up = np.split(m.w_gate_up, 2, axis=-1)
     q = (h @ wq + bq).reshape(t, H, hd).transpose(1, 0, 2)         # [H, t, hd]
     k = (h @ wk + bk).reshape(t, K, hd).transpose(1, 0, 2)         # [K, t, hd]
     v = (h @ wv + bv).reshape(t, K, hd).transpose(1, 0, 2)
@@ -39,11 +40,11 @@ def layer_by_hand(model, x, i):  # [t, d] -> dict of every intermediate of decod
     mask = causal_mask(t, t, window=cfg.layer_window(i))[0]
     scores = q @ kr.transpose(0, 2, 1) * np.float32(hd ** -0.5) + mask
     weights = softmax(scores)                                      # [H, t, t]
-    attn = (weights @ vr).transpose(1, 0, 2).reshape(t, H * hd) @ w.wo
+    attn = (weights @ vr).transpose(1, 0, 2).reshape(t, H * hd) @ a.wo
     x1 = x + attn
     g = rms_norm(x1, w.post_norm, cfg.rms_norm_eps)
     gate, up = g @ w_gate, g @ w_up
-    out = x1 + (silu(gate) * up) @ w.w_down
+    out = x1 + (silu(gate) * up) @ m.w_down
     return dict(normed=h, q=q, k=k, v=v, inv_freq=inv_freq, scores=scores, attention=weights, attn_out=attn,
                 after_attention=x1, gate=gate, up=up, out=out)
 

@@ -10,12 +10,12 @@ import sys
 
 import numpy as np
 
-from .config import Qwen2Config
+from .config import ModelConfig
 from .errors import NpqwenError
 from .weights import expected_shapes
 
 
-def summary(cfg: Qwen2Config) -> dict:
+def summary(cfg: ModelConfig) -> dict:
     shapes = expected_shapes(cfg)
     count = {name: int(np.prod(s)) for name, s in shapes.items()}
     embed = count["model.embed_tokens.weight"]
@@ -39,7 +39,7 @@ def main(argv=None):
     ap.add_argument("--model", required=True, help="a checkpoint folder or a config.json")
     args = ap.parse_args(argv)
     try:
-        cfg = Qwen2Config.from_file(args.model)
+        cfg = ModelConfig.from_file(args.model)
     except NpqwenError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
