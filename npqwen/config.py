@@ -1,11 +1,12 @@
-"""Qwen2Config: the hyper-parameters in a checkpoint's config.json, validated.
+"""ModelConfig: the hyper-parameters in a checkpoint's config.json, validated.
 
 Field names are transformers' own. Two on-disk forms are read:
 - transformers 4.x: `rope_theta` and `rope_scaling` ({"type" or "rope_type": ..., "factor": ...}),
   `torch_dtype`;
 - transformers 5.x: `rope_parameters` ({"rope_type", "rope_theta", ...}), `dtype`, `layer_types`.
 Both are normalised to `rope_parameters` (with `rope_theta` and `rope_scaling` kept as aliases).
-Defaults for optional fields are transformers' Qwen2Config defaults (5.x).
+Defaults for optional fields are those of transformers' (5.x) config class of the model_type; what
+differs between the family's architectures is read from the table in family.py.
 """
 
 import json
@@ -14,9 +15,10 @@ import os
 from dataclasses import dataclass, field
 
 from .errors import ConfigError
+from .family import ARCHITECTURES, is_sparse, sliding_layers
 
-SUPPORTED_MODEL_TYPES = ("qwen2",)
-SUPPORTED_ARCHITECTURES = ("Qwen2ForCausalLM",)
+SUPPORTED_MODEL_TYPES = tuple(ARCHITECTURES)
+SUPPORTED_ARCHITECTURES = tuple(a.class_name for a in ARCHITECTURES.values())
 SUPPORTED_ROPE_TYPES = ("default", "linear", "dynamic", "yarn")
 LAYER_TYPES = ("full_attention", "sliding_attention")
 REQUIRED_FIELDS = ("vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads")
@@ -32,7 +34,7 @@ _ROPE_KEYS = {
 
 
 @dataclass
-class Qwen2Config:
+class ModelConfig:
     vocab_size: int
     hidden_size: int
     intermediate_size: int
@@ -55,6 +57,19 @@ class Qwen2Config:
     bos_token_id: int | None = None
     eos_token_id: int | list | None = None
     pad_token_id: int | None = None
+    # attention: what family.py says this model_type has
+    qkv_bias: bool = True              # biases on q_proj, k_proj, v_proj
+    o_proj_bias: bool = False          # a bias on o_proj
+    qk_norm: bool = False              # RMSNorm over head_dim of each q and k head, before RoPE
+    # mixture of experts (num_experts 0: every MLP is dense)
+    num_experts: int = 0
+    num_experts_per_tok: int = 0
+    moe_intermediate_size: int = 0
+    shared_expert_intermediate_size: int = 0   # 0: no shared expert
+    norm_topk_prob: bool = False
+    decoder_sparse_step: int = 1
+    mlp_only_layers: list = field(default_factory=list)
+    mlp_types: list = field(default_factory=list)   # per layer: "dense" or "sparse"
 
     # 4.x names, read-only views of rope_parameters.
     @property
@@ -78,12 +93,15 @@ class Qwen2Config:
         """The sliding-window size layer `layer` attends with, or None for full causal attention."""
         return self.sliding_window if self.layer_types[layer] == "sliding_attention" else None
 
+    def is_sparse(self, layer: int) -> bool:
+        return self.mlp_types[layer] == "sparse"
+
     @classmethod
-    def from_dict(cls, d: dict, source: str = "config.json") -> "Qwen2Config":
+    def from_dict(cls, d: dict, source: str = "config.json") -> "ModelConfig":
         return _parse(d, source)
 
     @classmethod
-    def from_file(cls, path: str) -> "Qwen2Config":
+    def from_file(cls, path: str) -> "ModelConfig":
         if os.path.isdir(path):
             path = os.path.join(path, "config.json")
         if not os.path.isfile(path):
@@ -103,11 +121,14 @@ class Qwen2Config:
         return _parse(d, path)
 
 
+Qwen2Config = ModelConfig  # the name it had when npqwen read Qwen2 only
+
+
 # ---------------------------------------------------------------------------------------------
 # parsing and validation
 
 
-def _parse(d, src) -> Qwen2Config:
+def _parse(d, src) -> ModelConfig:
     if not isinstance(d, dict):
         raise ConfigError(f"{src}: expected a JSON object, found {type(d).__name__}")
 
@@ -117,13 +138,18 @@ def _parse(d, src) -> Qwen2Config:
     if model_type not in SUPPORTED_MODEL_TYPES:
         raise ConfigError(f"{src}: model_type {model_type!r} is not supported "
                           f"(npqwen supports: {', '.join(SUPPORTED_MODEL_TYPES)})")
-    archs = d.get("architectures") or ["Qwen2ForCausalLM"]
+    arch = ARCHITECTURES[model_type]
+    archs = d.get("architectures") or [arch.class_name]
     if not isinstance(archs, list) or not all(isinstance(a, str) for a in archs):
         raise ConfigError(f"{src}: 'architectures' must be a list of names, found {archs!r}")
     unsupported = [a for a in archs if a not in SUPPORTED_ARCHITECTURES]
     if unsupported:
         raise ConfigError(f"{src}: architecture {unsupported[0]!r} is not supported "
                           f"(npqwen supports: {', '.join(SUPPORTED_ARCHITECTURES)})")
+    other = [a for a in archs if a != arch.class_name]
+    if other:
+        raise ConfigError(f"{src}: architecture {other[0]!r} does not match model_type {model_type!r} "
+                          f"(which is {arch.class_name})")
 
     for name in REQUIRED_FIELDS:
         if name not in d or d[name] is None:
@@ -136,6 +162,8 @@ def _parse(d, src) -> Qwen2Config:
                           f"num_key_value_heads ({kv_heads})")
     if d.get("head_dim") is not None:
         head_dim = _pos_int(d, "head_dim", src)
+    elif arch.head_dim_default is not None:  # Qwen3Config: 128, whatever hidden_size / heads is
+        head_dim = arch.head_dim_default
     else:
         if ints["hidden_size"] % heads:
             raise ConfigError(f"{src}: hidden_size ({ints['hidden_size']}) is not divisible by "
@@ -146,29 +174,25 @@ def _parse(d, src) -> Qwen2Config:
 
     hidden_act = d.get("hidden_act", "silu")
     if hidden_act != "silu":
-        raise ConfigError(f"{src}: hidden_act {hidden_act!r} is not supported (Qwen2 uses 'silu')")
+        raise ConfigError(f"{src}: hidden_act {hidden_act!r} is not supported (the Qwen family uses 'silu')")
     eps = d.get("rms_norm_eps", 1e-6)
     if not _is_num(eps) or not (0 < eps < 1):
         raise ConfigError(f"{src}: rms_norm_eps must be a number in (0, 1), found {eps!r}")
     max_pos = _pos_int(d, "max_position_embeddings", src) if "max_position_embeddings" in d else 32768
-    tie = d.get("tie_word_embeddings", False)
-    if not isinstance(tie, bool):
-        raise ConfigError(f"{src}: tie_word_embeddings must be true or false, found {tie!r}")
+    tie = _bool(d, "tie_word_embeddings", False, src)
+    bias = _bool(d, arch.bias_field, arch.bias_default, src) if arch.bias_field else arch.bias_default
 
     n_layers = ints["num_hidden_layers"]
-    use_sw = d.get("use_sliding_window", False)
-    if not isinstance(use_sw, bool):
-        raise ConfigError(f"{src}: use_sliding_window must be true or false, found {use_sw!r}")
-    # transformers: 4096 when the key is absent; null disables the window.
+    use_sw = _bool(d, "use_sliding_window", False, src)
+    # transformers: 4096 when the key is absent; null (or Qwen2-MoE's 0) disables the window.
     window = d.get("sliding_window", 4096) if use_sw else None
     if window is not None:
         window = _pos_int({"sliding_window": window}, "sliding_window", src)
     max_window_layers = _pos_int(d, "max_window_layers", src, allow_zero=True) if "max_window_layers" in d else 28
-    layer_types = d.get("layer_types")
+    layer_types = d.get("layer_types") if arch.window_rule != "every_layer" else None
     if layer_types is None:
-        # transformers 5.x: layers from max_window_layers on use the sliding window, when it is on.
-        layer_types = ["sliding_attention" if window is not None and i >= max_window_layers else "full_attention"
-                       for i in range(n_layers)]
+        slides = sliding_layers(arch.window_rule, n_layers, max_window_layers)
+        layer_types = ["sliding_attention" if window is not None and s else "full_attention" for s in slides]
     else:
         if not isinstance(layer_types, list) or len(layer_types) != n_layers:
             raise ConfigError(f"{src}: layer_types must be a list of {n_layers} entries (one per layer), "
@@ -182,7 +206,7 @@ def _parse(d, src) -> Qwen2Config:
                               f"(or use_sliding_window is false)")
 
     dtype = d.get("dtype", d.get("torch_dtype"))
-    return Qwen2Config(
+    return ModelConfig(
         vocab_size=ints["vocab_size"], hidden_size=ints["hidden_size"],
         intermediate_size=ints["intermediate_size"], num_hidden_layers=n_layers,
         num_attention_heads=heads, num_key_value_heads=kv_heads, head_dim=head_dim,
@@ -192,7 +216,42 @@ def _parse(d, src) -> Qwen2Config:
         layer_types=list(layer_types), hidden_act=hidden_act,
         dtype=dtype if isinstance(dtype, str) else None, model_type=model_type, architectures=list(archs),
         bos_token_id=d.get("bos_token_id"), eos_token_id=d.get("eos_token_id"), pad_token_id=d.get("pad_token_id"),
+        qkv_bias=bias, o_proj_bias=bias and arch.o_proj_bias, qk_norm=arch.qk_norm,
+        **_moe_fields(d, arch, n_layers, src),
     )
+
+
+def _moe_fields(d, arch, n_layers, src) -> dict:
+    """The mixture-of-experts fields, with the model_type's defaults, and which layers are sparse.
+    Hub checkpoints name the expert count `num_experts`; transformers 5.23 may write `num_local_experts`."""
+    if not arch.moe:
+        return dict(mlp_types=["dense"] * n_layers)
+    if d.get("num_experts") is not None and d.get("num_local_experts") is not None \
+            and d["num_experts"] != d["num_local_experts"]:
+        raise ConfigError(f"{src}: num_experts ({d['num_experts']!r}) and num_local_experts "
+                          f"({d['num_local_experts']!r}) disagree")
+    g = dict(d)
+    if g.get("num_experts") is None and g.get("num_local_experts") is not None:
+        g["num_experts"] = g["num_local_experts"]
+    out = {}
+    for name, default in arch.moe.items():
+        if g.get(name) is None:
+            out[name] = default
+        elif isinstance(default, bool):
+            out[name] = _bool(g, name, default, src)
+        else:
+            out[name] = _pos_int(g, name, src, allow_zero=name == "num_experts")
+    if out["num_experts"] and out["num_experts_per_tok"] > out["num_experts"]:
+        raise ConfigError(f"{src}: num_experts_per_tok ({out['num_experts_per_tok']}) is larger than "
+                          f"num_experts ({out['num_experts']})")
+    only = g.get("mlp_only_layers") or []
+    if not isinstance(only, list) or not all(isinstance(i, int) and not isinstance(i, bool) and 0 <= i < n_layers
+                                             for i in only):
+        raise ConfigError(f"{src}: mlp_only_layers must be a list of layer indices below {n_layers}, found {only!r}")
+    out["mlp_only_layers"] = list(only)
+    out["mlp_types"] = ["sparse" if is_sparse(i, out["num_experts"], only, out["decoder_sparse_step"]) else "dense"
+                        for i in range(n_layers)]
+    return out
 
 
 def _rope_parameters(d, src, max_pos) -> dict:
@@ -249,6 +308,13 @@ def _is_num(x) -> bool:
         return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
     except OverflowError:  # an int too large for a float
         return False
+
+
+def _bool(d, name, default, src) -> bool:
+    v = d.get(name, default)
+    if not isinstance(v, bool):
+        raise ConfigError(f"{src}: {name} must be true or false, found {v!r}")
+    return v
 
 
 def _pos_int(d, name, src, allow_zero=False) -> int:

@@ -1,8 +1,10 @@
-"""`python -m npqwen.info --model DIR` (or a config.json): what a Qwen2 configuration means for memory.
+"""`python -m npqwen.info --model DIR` (or a config.json): what a configuration means for memory.
 
 Parameter counts (by part), the weights' size in bf16 and float32, and the KV cache per token:
 2 (keys and values) x layers x kv_heads x head_dim values, which grouped-query attention keeps
-small by storing only the kv heads.
+small by storing only the kv heads. For a mixture-of-experts model, also the active parameters
+(those one token uses: k of the E experts of each sparse layer) and what streaming its bf16
+weights reads per token.
 """
 
 import argparse
@@ -10,12 +12,12 @@ import sys
 
 import numpy as np
 
-from .config import Qwen2Config
+from .config import ModelConfig
 from .errors import NpqwenError
 from .weights import expected_shapes
 
 
-def summary(cfg: Qwen2Config) -> dict:
+def summary(cfg: ModelConfig) -> dict:
     shapes = expected_shapes(cfg)
     count = {name: int(np.prod(s)) for name, s in shapes.items()}
     embed = count["model.embed_tokens.weight"]
@@ -23,8 +25,18 @@ def summary(cfg: Qwen2Config) -> dict:
     layers = sum(v for k, v in count.items() if k.startswith("model.layers."))
     attn = sum(v for k, v in count.items() if ".self_attn." in k)
     total = sum(count.values())
+    experts = sum(v for k, v in count.items() if ".mlp.experts." in k)
+    sparse_layers = cfg.mlp_types.count("sparse")
+    idle = experts * (cfg.num_experts - cfg.num_experts_per_tok) // cfg.num_experts if sparse_layers else 0
     kv_values = 2 * cfg.num_hidden_layers * cfg.num_key_value_heads * cfg.head_dim
-    return dict(total=total, embedding=embed, lm_head=head, layers=layers, attention=attn, mlp=layers - attn -
+    D, V = cfg.hidden_size, cfg.vocab_size
+    per_layer = {k.split(".", 3)[3]: v for k, v in count.items() if k.startswith("model.layers.")}
+    one_expert = sum(v for k, v in per_layer.items() if k.startswith("mlp.experts.0."))
+    shared_parts = sum(v for k, v in per_layer.items() if ".experts." not in k)  # every layer kind, once
+    stream_buffers = 4 * (shared_parts + one_expert + min(16384, V) * D)
+    return dict(total=total, active=total - idle, experts=experts, sparse_layers=sparse_layers,
+                stream_read_bytes=2 * (total - idle - embed + V * D), stream_buffer_bytes=stream_buffers,
+                embedding=embed, lm_head=head, layers=layers, attention=attn, mlp=layers - attn -
                 2 * cfg.hidden_size * cfg.num_hidden_layers, bf16_bytes=2 * total, float32_bytes=4 * total,
                 kv_bytes_per_token_bf16=2 * kv_values, kv_bytes_per_token_float32=4 * kv_values,
                 kv_bytes_per_token_without_gqa_bf16=2 * kv_values * cfg.num_key_value_groups)
@@ -39,7 +51,7 @@ def main(argv=None):
     ap.add_argument("--model", required=True, help="a checkpoint folder or a config.json")
     args = ap.parse_args(argv)
     try:
-        cfg = Qwen2Config.from_file(args.model)
+        cfg = ModelConfig.from_file(args.model)
     except NpqwenError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -52,6 +64,20 @@ def main(argv=None):
           f"LM head {s['lm_head'] / 1e6:.1f} M, layers {s['layers'] / 1e6:.1f} M: attention "
           f"{s['attention'] / 1e6:.1f} M, MLP {s['mlp'] / 1e6:.1f} M)")
     print(f"weights: {_gb(s['bf16_bytes'])} in bf16, {_gb(s['float32_bytes'])} in float32")
+    if s["sparse_layers"]:
+        k, E = cfg.num_experts_per_tok, cfg.num_experts
+        layer = s["layers"] // cfg.num_hidden_layers
+        print(f"mixture of experts: {s['sparse_layers']} of {cfg.num_hidden_layers} layers sparse, {E} experts of "
+              f"{cfg.moe_intermediate_size}, {k} per token"
+              + (f", plus a shared expert of {cfg.shared_expert_intermediate_size}"
+                 if cfg.shared_expert_intermediate_size else "")
+              + f"; experts hold {s['experts'] / 1e9:.3f} B parameters")
+        print(f"active parameters per token: {s['active'] / 1e9:.3f} B of {s['total'] / 1e9:.3f} B "
+              f"({100 * s['active'] / s['total']:.1f}%)")
+        print(f"--weights stream reads {_gb(s['stream_read_bytes'])} of bf16 weights per token (the active "
+              f"experts, the rest of every layer and the LM head) from a {_gb(s['bf16_bytes'])} memory-mapped "
+              f"file, and keeps {_gb(s['stream_buffer_bytes'])} of float32 buffers (one layer's attention, "
+              f"router and shared expert, one expert at a time, a block of the LM head) plus the KV cache")
     print(f"KV cache per token: {s['kv_bytes_per_token_bf16'] / 1024:.1f} KiB in bf16, "
           f"{s['kv_bytes_per_token_float32'] / 1024:.1f} KiB in float32 (npqwen); "
           f"without GQA it would be {s['kv_bytes_per_token_without_gqa_bf16'] / 1024:.1f} KiB in bf16")

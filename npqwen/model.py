@@ -1,13 +1,12 @@
-"""Qwen2ForCausalLM in NumPy: the forward pass, read top to bottom like the architecture diagram.
+"""The Qwen family's causal LM in NumPy: the forward pass, read top to bottom like the diagram.
 
     input_ids -> embed_tokens
-              -> N x decoder layer:  x = x + attention(input_layernorm(x))
-                                     x = x + mlp(post_attention_layernorm(x))
+              -> N x decoder layer:  x = x + mixer(input_layernorm(x))       attention.py
+                                     x = x + mlp(post_attention_layernorm(x)) mlp.py: dense or sparse
               -> norm -> lm_head -> logits
 
-Attention: q, k, v projections (with biases), RoPE on q and k, grouped-query attention with a
-causal (optionally sliding-window, optionally padded) mask, o_proj (no bias).
-MLP: SwiGLU, down(silu(gate(x)) * up(x)).
+What each architecture's mixer and MLP are (Qwen2, Qwen3, Qwen2-MoE, Qwen3-MoE) is one table,
+in family.py; this file is the same for all of them.
 """
 
 import os
@@ -15,37 +14,22 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .config import Qwen2Config
+from .attention import Attention, Context, load_attention
+from .config import ModelConfig
 from .errors import NpqwenError
+from .mlp import DenseMLP, SparseMoE, load_dense_mlp, load_sparse_moe
 from .progress import Progress
-from .primitives import apply_rope, attention, causal_mask, rms_norm, rope_cos_sin, rope_inv_freq, swiglu_mlp
-from .weights import check_tensors, open_checkpoint, to_float32
+from .primitives import rms_norm, rope_cos_sin, rope_inv_freq
+from .weights import Upcast, check_tensors, open_checkpoint, to_float32
 
 
 @dataclass
 class Layer:
-    """One decoder layer's weights, float32. Projections are transposed once at load to [in, out],
-    so every matmul below is a plain `x @ W` BLAS call with no strided copy. Projections that read
-    the same input are stacked side by side (q|k|v, gate|up): one large matmul instead of several
-    small ones, the same numbers."""
+    """One decoder layer: a norm and a token mixer, a norm and an MLP, each added to the residual."""
     input_norm: np.ndarray                              # [d]
-    w_qkv: np.ndarray; b_qkv: np.ndarray                # [d, (H + 2K) * hd], [(H + 2K) * hd]
-    wo: np.ndarray                                      # [H*hd, d]
+    mixer: Attention                                    # mixes information across positions
     post_norm: np.ndarray                               # [d]
-    w_gate_up: np.ndarray                               # [d, 2i]
-    w_down: np.ndarray                                  # [i, d]
-
-
-# Each Layer field and the checkpoint tensors it stacks along the output axis.
-LAYER_TENSORS = {
-    "input_norm": ["input_layernorm.weight"],
-    "w_qkv": ["self_attn.q_proj.weight", "self_attn.k_proj.weight", "self_attn.v_proj.weight"],
-    "b_qkv": ["self_attn.q_proj.bias", "self_attn.k_proj.bias", "self_attn.v_proj.bias"],
-    "wo": ["self_attn.o_proj.weight"],
-    "post_norm": ["post_attention_layernorm.weight"],
-    "w_gate_up": ["mlp.gate_proj.weight", "mlp.up_proj.weight"],
-    "w_down": ["mlp.down_proj.weight"],
-}
+    mlp: DenseMLP | SparseMoE                           # works on each position alone
 
 
 @dataclass
@@ -55,52 +39,13 @@ class ModelOutput:
 
 
 # ---------------------------------------------------------------------------------------------
-# the blocks
+# the decoder layer
 
 
-# Queries are processed in blocks sized so that a block's attention scores, [b, H, block, s],
-# take about this many bytes: small enough to stay in the CPU's cache while they are masked,
-# exponentiated and normalised, and never [H, seq, seq] for a long prompt.
-SCORES_BYTES = 4 << 20
-
-
-def query_block(b, H, s):
-    return max(16, SCORES_BYTES // (4 * b * H * s))
-
-
-def self_attention(x, w: Layer, cfg: Qwen2Config, cos, sin, mask: "MaskSpec", cache=None, layer=0):
-    # [b, t, d] -> [b, t, d]
-    b, t, _ = x.shape
-    H, K, hd = cfg.num_attention_heads, cfg.num_key_value_heads, cfg.head_dim
-    qkv = x @ w.w_qkv + w.b_qkv                                          # [b, t, (H + 2K) * hd]
-    q, k, v = np.split(qkv, [H * hd, (H + K) * hd], axis=-1)
-    q = q.reshape(b, t, H, hd).transpose(0, 2, 1, 3)                     # [b, H, t, hd]
-    k = k.reshape(b, t, K, hd).transpose(0, 2, 1, 3)                     # [b, K, t, hd]
-    v = v.reshape(b, t, K, hd).transpose(0, 2, 1, 3)                     # [b, K, t, hd]
-    q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
-    if cache is not None:                                                # all keys so far
-        k, v = cache.update(layer, k, v)                                 # [b, K, past + t, hd]
-    past = k.shape[2] - t
-    window = cfg.layer_window(layer)
-    out = np.empty((b, t, H, hd), np.float32)
-    block = query_block(b, H, past + t)
-    for q0 in range(0, t, block):
-        q1 = min(t, q0 + block)
-        s = past + q1  # causal: this block never looks past its last query
-        bias = causal_mask(q1 - q0, s, mask.padding, window, q_start=past + q0)
-        out[:, q0:q1] = attention(q[:, :, q0:q1], k[:, :, :s], v[:, :, :s], bias).transpose(0, 2, 1, 3)
-    return out.reshape(b, t, H * hd) @ w.wo
-
-
-def decoder_layer(x, w: Layer, cfg: Qwen2Config, cos, sin, mask, cache=None, layer=0):  # [b, t, d] -> [b, t, d]
-    x = x + self_attention(rms_norm(x, w.input_norm, cfg.rms_norm_eps), w, cfg, cos, sin, mask, cache, layer)
-    x = x + swiglu_mlp(rms_norm(x, w.post_norm, cfg.rms_norm_eps), w.w_gate_up, w.w_down)
+def decoder_layer(x, w: Layer, cfg: ModelConfig, ctx: Context, cache=None, layer=0):  # [b, t, d] -> [b, t, d]
+    x = x + w.mixer(rms_norm(x, w.input_norm, cfg.rms_norm_eps), cfg, ctx, cache, layer)
+    x = x + w.mlp(rms_norm(x, w.post_norm, cfg.rms_norm_eps))
     return x
-
-
-@dataclass
-class MaskSpec:
-    padding: np.ndarray | None  # [b, past + t] 1 = token, 0 = left padding; None when nothing is padded
 
 
 def _check_finite(x, where):
@@ -120,7 +65,7 @@ def position_ids_from_mask(attention_mask):  # [b, t] 0/1 -> [b, t]
 
 
 class Model:
-    def __init__(self, config: Qwen2Config, embed, layers, norm, lm_head):
+    def __init__(self, config: ModelConfig, embed, layers, norm, lm_head):
         self.config = config
         self.embed = embed        # [vocab, d] float32, or the stored (bf16) memory map when streaming
         self.layers = layers      # list of Layer, or StreamedLayers
@@ -151,18 +96,17 @@ class Model:
         else:
             padding = mask if mask is not None else np.ones((b, t), np.int64)
         positions = position_ids_from_mask(padding)[:, past:]           # [b, t]
-        spec = MaskSpec(padding=None if padding.all() else padding)
-
         inv_freq, scale = rope_inv_freq(cfg.head_dim, cfg.rope_parameters, cfg.max_position_embeddings,
                                         seq_len=int(positions.max()) + 1)
         cos, sin = rope_cos_sin(inv_freq, positions, scale)                # [b, t, hd]
+        ctx = Context(cos, sin, padding=None if padding.all() else padding)
 
         x = to_float32(self.embed[ids])                                       # [b, t, d]
         hidden = [x]
         progress = Progress("prefill: layer", len(self.layers), enabled=b * t >= 512)
         _check_finite(x, "the embedding")
         for i, layer in enumerate(self.layers):
-            x = decoder_layer(x, layer, cfg, cos, sin, spec, cache, i)
+            x = decoder_layer(x, layer, cfg, ctx, cache, i)
             _check_finite(x, f"decoder layer {i}")
             hidden.append(x)
             progress.update(i + 1)
@@ -226,14 +170,15 @@ def load_model(path: str, weights: str = "auto") -> Model:
 
     weights="float32": upcast every tensor once and keep it (fastest; 4 bytes per parameter).
     weights="stream": keep the stored (bf16) tensors memory-mapped and upcast one layer at a time
-    into reused float32 buffers, so only a layer's worth of float32 is ever resident.
+    into reused float32 buffers, so only a layer's worth of float32 is ever resident (of a sparse
+    MoE layer, only the experts a step uses).
     weights="auto": float32 when it fits in 3/4 of the available memory, else stream."""
     path = os.fspath(path)
     if weights not in WEIGHT_MODES:
         raise NpqwenError(f"weights must be one of {', '.join(WEIGHT_MODES)}, found {weights!r}")
     if not os.path.isdir(path):
         raise NpqwenError(f"{path}: not a folder (expected a checkpoint folder with config.json and safetensors)")
-    cfg = Qwen2Config.from_file(path)
+    cfg = ModelConfig.from_file(path)
     tensors = open_checkpoint(path)
     check_tensors(tensors, cfg, path)
     if weights == "auto":
@@ -242,14 +187,15 @@ def load_model(path: str, weights: str = "auto") -> Model:
     embed = tensors["model.embed_tokens.weight"]
     lm_head = embed if cfg.tie_word_embeddings else tensors["lm_head.weight"]
     norm = to_float32(tensors["model.norm.weight"])
+    up = Upcast(tensors, stream=weights == "stream")
     if weights == "stream":
-        model = Model(cfg, embed, StreamedLayers(tensors, cfg), norm, lm_head)
+        model = Model(cfg, embed, StreamedLayers(up, cfg), norm, lm_head)
     else:
         progress = Progress("loading: layer", cfg.num_hidden_layers)
         layers = []
         for i in range(cfg.num_hidden_layers):
             progress.update(i)
-            layers.append(layer_weights(tensors, i))
+            layers.append(load_layer(up, cfg, i))
         progress.close()
         embed = to_float32(embed)
         lm_head = embed if cfg.tie_word_embeddings else to_float32(lm_head)
@@ -258,52 +204,30 @@ def load_model(path: str, weights: str = "auto") -> Model:
     return model
 
 
-def layer_weights(tensors, i, out: Layer | None = None) -> Layer:
-    """Layer i's weights as float32, projections transposed to [in, out] and stacked (LAYER_TENSORS);
-    written into `out`'s arrays when given (streaming reuses one set of buffers for every layer)."""
+def load_layer(up: Upcast, cfg: ModelConfig, i: int) -> Layer:
+    """Decoder layer i from the checkpoint: the blocks family.py says this architecture has."""
     p = f"model.layers.{i}."
-    fields = {}
-    for field, names in LAYER_TENSORS.items():
-        parts = [tensors[p + name] for name in names]
-        if out is not None:
-            dst = getattr(out, field)
-        elif parts[0].ndim == 2:  # [out, in] in the file -> [in, sum of out]
-            dst = np.empty((parts[0].shape[1], sum(t.shape[0] for t in parts)), np.float32)
-        else:
-            dst = np.empty(sum(t.shape[0] for t in parts), np.float32)
-        o = 0
-        for t in parts:  # upcast each tensor into its columns of the stacked matrix
-            n = t.shape[0]
-            if t.ndim == 1 or out is not None:  # streaming buffers are [out, in] underneath: a plain copy
-                np.copyto(dst[..., o:o + n], t.T if t.ndim == 2 else t, casting="unsafe")
-            else:  # upcasting and transposing at once is slow: upcast rows, then transpose them in cache
-                for r in range(0, n, 256):
-                    rows = np.asarray(t[r:r + 256], np.float32)        # [<= 256, in]
-                    dst[:, o + r:o + r + len(rows)] = rows.T
-            o += n
-        fields[field] = dst
-    return out if out is not None else Layer(**fields)
+    return Layer(input_norm=up(p + "input_layernorm.weight"),
+                 mixer=load_attention(up, cfg, p + "self_attn."),
+                 post_norm=up(p + "post_attention_layernorm.weight"),
+                 mlp=load_sparse_moe(up, cfg, p + "mlp.") if cfg.is_sparse(i) else load_dense_mlp(up, p + "mlp."))
 
 
 class StreamedLayers:
-    """The decoder layers of a memory-mapped checkpoint, upcast one at a time on use."""
+    """The decoder layers of a memory-mapped checkpoint, upcast one at a time on use into float32
+    buffers that every layer reuses (see weights.Upcast)."""
 
-    def __init__(self, tensors, cfg):
-        self.tensors, self.n = tensors, cfg.num_hidden_layers
-        # float32 buffers reused for every layer, stored [out, in] like the file so that upcasting
-        # is a contiguous copy; the Layer sees them transposed, [in, out], as always.
-        first = layer_weights(tensors, 0)
-        self.buffer = Layer(**{f: (np.empty(a.shape[::-1], np.float32).T if a.ndim == 2 else np.empty_like(a))
-                               for f, a in vars(first).items()})
+    def __init__(self, up, cfg):
+        self.up, self.cfg = up, cfg
 
     def __len__(self):
-        return self.n
+        return self.cfg.num_hidden_layers
 
     def __getitem__(self, i):
-        return layer_weights(self.tensors, i, out=self.buffer)
+        return load_layer(self.up, self.cfg, i)
 
     def __iter__(self):
-        return (self[i] for i in range(self.n))
+        return (self[i] for i in range(len(self)))
 
 
 def float32_bytes(cfg) -> int:

@@ -13,7 +13,15 @@ NEG = np.finfo(np.float32).min  # what transformers adds for "masked" (not -inf,
 
 
 # ---------------------------------------------------------------------------------------------
-# normalisation and activations
+# linear layers, normalisation and activations
+
+
+def linear(x, w, b=None):  # [..., in], [in, out], [out] or None -> [..., out]
+    """x @ w (+ b). Weights are [in, out]: checkpoints store [out, in], npqwen transposes once at load."""
+    y = x @ w
+    if b is not None:
+        y += b
+    return y
 
 
 def rms_norm(x, weight, eps):  # [..., d], [d] -> [..., d]
@@ -30,6 +38,10 @@ def silu(x, out=None):  # [...] -> [...]
     np.exp(e, out=e)
     e += np.float32(1)
     return np.divide(x, e, out=out)
+
+
+def sigmoid(x):  # [...] -> [...]
+    return np.float32(1) / (np.float32(1) + np.exp(-x))
 
 
 def swiglu_mlp(x, w_gate_up, w_down):  # [..., d], [d, 2i], [i, d] -> [..., d]

@@ -13,6 +13,7 @@ is read into memory until a tensor is used, and no pickle is ever involved.
 
 import json
 import os
+import re
 
 import ml_dtypes
 import numpy as np
@@ -210,24 +211,50 @@ IGNORED_SUFFIXES = ("rotary_emb.inv_freq",)
 
 
 def expected_shapes(cfg) -> dict[str, tuple]:
-    """The name and shape of every tensor Qwen2ForCausalLM has, for this config."""
-    D, I, V, hd = cfg.hidden_size, cfg.intermediate_size, cfg.vocab_size, cfg.head_dim
-    q, kv = cfg.num_attention_heads * hd, cfg.num_key_value_heads * hd
+    """The name and shape of every tensor the checkpoint of this config holds, as transformers
+    saves it (one tensor set per expert for the mixture-of-experts models)."""
+    D, V = cfg.hidden_size, cfg.vocab_size
     shapes = {"model.embed_tokens.weight": (V, D), "model.norm.weight": (D,)}
     for i in range(cfg.num_hidden_layers):
         p = f"model.layers.{i}."
-        shapes.update({
-            p + "input_layernorm.weight": (D,),
-            p + "self_attn.q_proj.weight": (q, D), p + "self_attn.q_proj.bias": (q,),
-            p + "self_attn.k_proj.weight": (kv, D), p + "self_attn.k_proj.bias": (kv,),
-            p + "self_attn.v_proj.weight": (kv, D), p + "self_attn.v_proj.bias": (kv,),
-            p + "self_attn.o_proj.weight": (D, q),
-            p + "post_attention_layernorm.weight": (D,),
-            p + "mlp.gate_proj.weight": (I, D), p + "mlp.up_proj.weight": (I, D),
-            p + "mlp.down_proj.weight": (D, I),
-        })
+        shapes[p + "input_layernorm.weight"] = (D,)
+        shapes.update(attention_shapes(cfg, p + "self_attn."))
+        shapes[p + "post_attention_layernorm.weight"] = (D,)
+        if cfg.is_sparse(i):
+            shapes.update(sparse_moe_shapes(cfg, p + "mlp."))
+        else:
+            shapes.update(mlp_shapes(D, cfg.intermediate_size, p + "mlp."))
     if not cfg.tie_word_embeddings:
         shapes["lm_head.weight"] = (V, D)
+    return shapes
+
+
+def attention_shapes(cfg, p) -> dict:
+    D, hd = cfg.hidden_size, cfg.head_dim
+    q, kv = cfg.num_attention_heads * hd, cfg.num_key_value_heads * hd
+    shapes = {p + "q_proj.weight": (q, D), p + "k_proj.weight": (kv, D), p + "v_proj.weight": (kv, D),
+              p + "o_proj.weight": (D, q)}
+    if cfg.qkv_bias:
+        shapes.update({p + "q_proj.bias": (q,), p + "k_proj.bias": (kv,), p + "v_proj.bias": (kv,)})
+    if cfg.o_proj_bias:
+        shapes[p + "o_proj.bias"] = (D,)
+    if cfg.qk_norm:
+        shapes.update({p + "q_norm.weight": (hd,), p + "k_norm.weight": (hd,)})
+    return shapes
+
+
+def mlp_shapes(D, I, p) -> dict:
+    return {p + "gate_proj.weight": (I, D), p + "up_proj.weight": (I, D), p + "down_proj.weight": (D, I)}
+
+
+def sparse_moe_shapes(cfg, p) -> dict:
+    D, E = cfg.hidden_size, cfg.num_experts
+    shapes = {p + "gate.weight": (E, D)}  # the router
+    for e in range(E):
+        shapes.update(mlp_shapes(D, cfg.moe_intermediate_size, f"{p}experts.{e}."))
+    if cfg.shared_expert_intermediate_size:
+        shapes.update(mlp_shapes(D, cfg.shared_expert_intermediate_size, p + "shared_expert."))
+        shapes[p + "shared_expert_gate.weight"] = (1, D)
     return shapes
 
 
@@ -256,6 +283,43 @@ def check_tensors(tensors: dict, cfg, folder: str) -> None:
 
 def _stored_name(dtype) -> str:
     return next((k for k, v in DTYPES.items() if v == dtype), str(dtype))
+
+
+class Upcast:
+    """Stored (bf16/f16/f32) tensors -> float32 arrays for the forward pass. `up(name, ...)` returns
+    one tensor, or several stacked side by side along their output axis; matrices come transposed
+    from the file's [out, in] to [in, out], so that every matmul is a plain `x @ W`.
+
+    stream=False: each call returns a new array (the weights are upcast once, at load).
+    stream=True: each call upcasts into a float32 buffer reused by every layer (and every expert)
+    with the same tensor names and shape, so only one layer's worth of float32 is ever resident.
+    A buffer is overwritten by the next call for the same names: use it before then."""
+
+    def __init__(self, tensors: dict, stream: bool = False):
+        self.tensors, self.stream = tensors, stream
+        self.buffers = {}
+
+    def __call__(self, *names) -> np.ndarray:
+        parts = [self.tensors[n] for n in names]
+        out = sum(t.shape[0] for t in parts)
+        if self.stream:  # stored [out, in] underneath like the file, so upcasting is a contiguous copy
+            key = (re.sub(r"\.\d+\.", ".N.", "|".join(names)), parts[0].shape[1:])
+            if key not in self.buffers:
+                self.buffers[key] = np.empty((out,) + parts[0].shape[1:], np.float32).T
+            dst = self.buffers[key]
+        else:
+            dst = np.empty(parts[0].shape[1:] + (out,), np.float32)
+        o = 0
+        for t in parts:  # upcast each tensor into its columns of the stacked matrix
+            n = t.shape[0]
+            if t.ndim == 1 or self.stream:
+                np.copyto(dst[..., o:o + n], t.T, casting="unsafe")
+            else:  # upcasting and transposing at once is slow: upcast rows, then transpose them in cache
+                for r in range(0, n, 256):
+                    rows = np.asarray(t[r:r + 256], np.float32)        # [<= 256, in]
+                    dst[:, o + r:o + r + len(rows)] = rows.T
+            o += n
+        return dst
 
 
 def to_float32(a: np.ndarray) -> np.ndarray:

@@ -3,6 +3,7 @@
     python scripts/bench.py                      # Qwen2-0.5B shape, random bf16 weights (built once, cached)
     python scripts/bench.py --model DIR          # any checkpoint folder
     python scripts/bench.py --shape 7b --weights stream --no-transformers --lengths 32 --new-tokens 8 --delete
+    python scripts/bench.py --shape qwen3-30b-a3b --layers 2   # a mixture of experts, its first 2 layers
 
 Every measurement runs in its own process (so each one's peak resident memory is its own), the
 two implementations interleaved over --repeats rounds so machine drift cancels; the best round of
@@ -27,6 +28,8 @@ import numpy as np
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, ".."))
+from make_random_checkpoint import SHAPES, write  # noqa: E402
+
 CACHE = os.path.expanduser(os.environ.get("NPQWEN_BENCH_CACHE", "~/.cache/npqwen-bench"))
 
 
@@ -96,11 +99,11 @@ def worker_npqwen(args):
 
 def worker_transformers(args):
     import torch
-    from transformers import Qwen2ForCausalLM
+    from transformers import AutoModelForCausalLM
 
     torch.set_num_threads(args.threads)
     t0 = time.perf_counter()
-    model = Qwen2ForCausalLM.from_pretrained(args.model, dtype=torch.float32).eval()
+    model = AutoModelForCausalLM.from_pretrained(args.model, dtype=torch.float32).eval()
     res = {"load_s": time.perf_counter() - t0, "weights": "float32", "attn": model.config._attn_implementation}
     V = model.config.vocab_size
     rng = np.random.default_rng(0)
@@ -155,9 +158,9 @@ def bandwidth(gb=1.0, repeats=7):
 
 def work_per_token(cfg, prompt_len):
     """-> (prefill FLOPs per prompt token, decode bytes of float32 weights + KV cache read per token)."""
-    from npqwen.weights import expected_shapes
-    shapes = expected_shapes(cfg)
-    layer_params = sum(int(np.prod(s)) for n, s in shapes.items() if n.startswith("model.layers."))
+    from npqwen.info import summary
+    s = summary(cfg)
+    layer_params = s["active"] - s["embedding"] - s["lm_head"]  # a mixture of experts: only the k used
     d, hd, H, K = cfg.hidden_size, cfg.head_dim, cfg.num_attention_heads, cfg.num_key_value_heads
     L, V = cfg.num_hidden_layers, cfg.vocab_size
     # matmuls: 2 FLOPs per weight; attention: q.k and p.v over on average half the prompt
@@ -193,7 +196,8 @@ def have_transformers():
 def main():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--model", help="checkpoint folder (default: a random checkpoint of --shape, cached)")
-    p.add_argument("--shape", choices=("0.5b", "7b"), default="0.5b")
+    p.add_argument("--shape", choices=SHAPES, default="0.5b")
+    p.add_argument("--layers", type=int, help="with --shape: only the first N layers (a smaller model)")
     p.add_argument("--weights", choices=("auto", "float32", "stream"), default="auto")
     p.add_argument("--lengths", type=int, nargs="+", default=[128, 1024], help="prompt lengths to prefill")
     p.add_argument("--new-tokens", type=int, default=64)
@@ -214,14 +218,14 @@ def main():
 
     generated = args.model is None
     if generated:
-        args.model = os.path.join(CACHE, f"qwen2-{args.shape}-random-bf16")
+        name = args.shape if "qwen" in args.shape else f"qwen2-{args.shape}"
+        args.model = os.path.join(CACHE, f"{name}{f'-{args.layers}l' if args.layers else ''}-random-bf16")
         if not os.path.isfile(os.path.join(args.model, "model.safetensors")):
-            from make_random_checkpoint import write
             print(f"building {args.model} (once)", file=sys.stderr)
-            write(args.model, args.shape)
+            write(args.model, args.shape, args.layers)
 
-    from npqwen.config import Qwen2Config
-    cfg = Qwen2Config.from_file(args.model)
+    from npqwen.config import ModelConfig
+    cfg = ModelConfig.from_file(args.model)
     impls = ["npqwen"] + ([] if args.no_transformers or not have_transformers() else ["transformers"])
     best = {impl: {} for impl in impls}
     samples = {"matmul_gflops": [], "bandwidth_gbs": []}
@@ -255,7 +259,8 @@ def main():
 
     metrics = [f"prefill_{n}_tok_s" for n in args.lengths] + ["decode_tok_s", "load_s", "peak_rss_mb",
                                                               "anon_rss_mb_at_end"]
-    lines = [f"model: {args.model} ({cfg.num_hidden_layers} layers, hidden {cfg.hidden_size}, vocab {cfg.vocab_size}); "
+    lines = [f"model: {args.model} ({cfg.model_type}, {cfg.num_hidden_layers} layers, hidden {cfg.hidden_size}, "
+             f"vocab {cfg.vocab_size}); "
              f"threads {args.threads}; npqwen weights {best['npqwen']['weights']}",
              f"machine: float32 matmul {ceilings['matmul_gflops']:.0f} GFLOP/s (rounds: "
              f"{', '.join(f'{x:.0f}' for x in samples['matmul_gflops'])}), memory read "

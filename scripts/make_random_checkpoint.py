@@ -1,6 +1,6 @@
-"""Write a Qwen2 checkpoint folder with random bf16 weights of a real model's shape, for benchmarks.
+"""Write a checkpoint folder with random bf16 weights of a real model's shape, for benchmarks.
 
-    python scripts/make_random_checkpoint.py OUT [--shape 0.5b|7b] [--layers N]
+    python scripts/make_random_checkpoint.py OUT [--shape 0.5b|7b|qwen3-0.6b|qwen3-30b-a3b|...] [--layers N]
 
 The weights are random (no download is possible here); the shapes, dtype and file layout are the
 real thing, so loading, memory and speed behave as with the real checkpoint. Written with numpy
@@ -16,27 +16,39 @@ import ml_dtypes
 import numpy as np
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
-from npqwen.config import Qwen2Config  # noqa: E402
+from npqwen.config import ModelConfig  # noqa: E402
 from npqwen.weights import expected_shapes  # noqa: E402
 
+QWEN2 = dict(model_type="qwen2", architectures=["Qwen2ForCausalLM"], rope_theta=1000000.0,
+             bos_token_id=151643, eos_token_id=151643)
+QWEN3 = dict(model_type="qwen3", architectures=["Qwen3ForCausalLM"], rope_theta=1000000.0, attention_bias=False,
+             bos_token_id=151643, eos_token_id=151645)
+QWEN3_MOE = dict(QWEN3, model_type="qwen3_moe", architectures=["Qwen3MoeForCausalLM"], norm_topk_prob=True,
+                 decoder_sparse_step=1, mlp_only_layers=[])
+# The published shapes (config.json) of these models.
 SHAPES = {
-    "0.5b": dict(hidden_size=896, intermediate_size=4864, num_hidden_layers=24, num_attention_heads=14,
+    "0.5b": dict(QWEN2, hidden_size=896, intermediate_size=4864, num_hidden_layers=24, num_attention_heads=14,
                  num_key_value_heads=2, vocab_size=151936, tie_word_embeddings=True, max_position_embeddings=32768),
-    "7b": dict(hidden_size=3584, intermediate_size=18944, num_hidden_layers=28, num_attention_heads=28,
+    "7b": dict(QWEN2, hidden_size=3584, intermediate_size=18944, num_hidden_layers=28, num_attention_heads=28,
                num_key_value_heads=4, vocab_size=152064, tie_word_embeddings=False, max_position_embeddings=32768),
+    "qwen3-0.6b": dict(QWEN3, hidden_size=1024, intermediate_size=3072, num_hidden_layers=28, num_attention_heads=16,
+                       num_key_value_heads=8, head_dim=128, vocab_size=151936, tie_word_embeddings=True,
+                       max_position_embeddings=40960),
+    "qwen3-30b-a3b": dict(QWEN3_MOE, hidden_size=2048, intermediate_size=6144, num_hidden_layers=48,
+                          num_attention_heads=32, num_key_value_heads=4, head_dim=128, vocab_size=151936,
+                          moe_intermediate_size=768, num_experts=128, num_experts_per_tok=8,
+                          tie_word_embeddings=False, max_position_embeddings=40960),
 }
 
 
 def write(out, shape="0.5b", layers=None, seed=0):
-    cfg = dict(SHAPES[shape], model_type="qwen2", architectures=["Qwen2ForCausalLM"], rms_norm_eps=1e-6,
-               rope_theta=1000000.0, hidden_act="silu", torch_dtype="bfloat16", use_sliding_window=False,
-               bos_token_id=151643, eos_token_id=151643)
+    cfg = dict(SHAPES[shape], rms_norm_eps=1e-6, hidden_act="silu", torch_dtype="bfloat16", use_sliding_window=False)
     if layers:
         cfg["num_hidden_layers"] = layers
     os.makedirs(out, exist_ok=True)
     with open(os.path.join(out, "config.json"), "w") as f:
         json.dump(cfg, f, indent=2)
-    shapes = expected_shapes(Qwen2Config.from_dict(cfg))
+    shapes = expected_shapes(ModelConfig.from_dict(cfg))
     rng = np.random.default_rng(seed)
     header, offset = {}, 0
     for name, shp in shapes.items():

@@ -169,7 +169,7 @@ def config_case(**changes):
 
 def nan_weights(tmp):
     model = load_model(GOLDEN)
-    model.layers[2].w_gate_up[0, 0] = np.nan
+    model.layers[2].mlp.w_gate_up[0, 0] = np.nan
     list(generate(model, None, [1, 2, 3], 4, eos_ids=[]))
 
 

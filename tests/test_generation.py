@@ -95,7 +95,7 @@ def test_generate_reports_why_it_stopped():
 def test_query_blocks_give_the_unblocked_result(case, monkeypatch):
     """Long prompts are attended in query blocks; on small sizes, blocks of 5 positions must give
     exactly what one block gives (padding and sliding windows included)."""
-    import npqwen.model as M
+    import npqwen.attention as M
     model = golden_model(case)
     rng = np.random.default_rng(2)
     ids = rng.integers(1, 320, (2, 37))
@@ -113,7 +113,7 @@ def test_nan_stops_generation_naming_the_layer():
     from npqwen.errors import NpqwenError
     from conftest import CHECKPOINTS
     model = load_model(f"{CHECKPOINTS}/gqa3_bf16")
-    model.layers[1].w_gate_up[3, -5] = np.nan  # in up
+    model.layers[1].mlp.w_gate_up[3, -5] = np.nan  # in up
     with pytest.raises(NpqwenError, match="decoder layer 1"):
         list(generate(model, None, [1, 2, 3], 5, eos_ids=[]))
     model = load_model(f"{CHECKPOINTS}/gqa3_bf16")

@@ -100,7 +100,8 @@ def test_rope_rotates_pairs_i_and_i_plus_half(seed, hd, base, t):
     x64 = x.astype(np.float64)
     x1, x2 = x64[..., :half], x64[..., half:]
     want = np.concatenate([x1 * np.cos(theta) - x2 * np.sin(theta), x2 * np.cos(theta) + x1 * np.sin(theta)], -1)
-    np.testing.assert_allclose(out, want, rtol=1e-4, atol=1e-4)
+    # float32 angles at positions < 300 are good to ~300 * 1.2e-7 rad, times |x| up to ~4
+    np.testing.assert_allclose(out, want, rtol=1e-4, atol=2e-4 * max(1.0, float(np.abs(x).max())))
 
 
 def test_rotate_half_by_hand():

@@ -1,0 +1,83 @@
+"""Self-attention, the token mixer of every Qwen2 / Qwen3 layer: the one place tokens see each other.
+
+    x -> q, k, v projections (biases where the model has them)
+      -> [Qwen3: RMSNorm of each q and k head]
+      -> RoPE on q and k -> KV cache -> grouped-query attention under a causal mask
+      -> o_proj (a bias where the model has one)
+"""
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from .primitives import apply_rope, attention, causal_mask, linear, rms_norm
+
+
+@dataclass
+class Attention:
+    """One layer's attention weights, float32, projections [in, out]. q, k and v are stacked side
+    by side so that one matmul computes all three. A missing bias or norm is None."""
+    w_qkv: np.ndarray                                   # [d, (H + 2K) * hd]
+    b_qkv: np.ndarray | None                            # [(H + 2K) * hd]   Qwen2; Qwen3 iff attention_bias
+    wo: np.ndarray                                      # [H * hd, d]
+    bo: np.ndarray | None                               # [d]               Qwen3 iff attention_bias
+    q_norm: np.ndarray | None                           # [hd]              Qwen3
+    k_norm: np.ndarray | None                           # [hd]              Qwen3
+
+    def __call__(self, x, cfg, ctx: "Context", cache, layer):
+        return self_attention(x, self, cfg, ctx, cache, layer)
+
+
+@dataclass
+class Context:
+    """What every layer of one forward call shares: RoPE's cos and sin at each position, and padding."""
+    cos: np.ndarray                                     # [b, t, hd]
+    sin: np.ndarray                                     # [b, t, hd]
+    padding: np.ndarray | None                          # [b, past + t] 1 = token, 0 = left padding; None: no padding
+
+
+# Queries are processed in blocks sized so that a block's attention scores, [b, H, block, s],
+# take about this many bytes: small enough to stay in the CPU's cache while they are masked,
+# exponentiated and normalised, and never [H, seq, seq] for a long prompt.
+SCORES_BYTES = 4 << 20
+
+
+def query_block(b, H, s):
+    return max(16, SCORES_BYTES // (4 * b * H * s))
+
+
+def self_attention(x, w: Attention, cfg, ctx: Context, cache=None, layer=0):  # [b, t, d] -> [b, t, d]
+    b, t, _ = x.shape
+    H, K, hd = cfg.num_attention_heads, cfg.num_key_value_heads, cfg.head_dim
+    qkv = linear(x, w.w_qkv, w.b_qkv)                                    # [b, t, (H + 2K) * hd]
+    q, k, v = np.split(qkv, [H * hd, (H + K) * hd], axis=-1)
+    q, k, v = q.reshape(b, t, H, hd), k.reshape(b, t, K, hd), v.reshape(b, t, K, hd)
+    if w.q_norm is not None:  # Qwen3: each head's q and k scaled to unit RMS, before RoPE (v untouched)
+        q, k = rms_norm(q, w.q_norm, cfg.rms_norm_eps), rms_norm(k, w.k_norm, cfg.rms_norm_eps)
+    q, k, v = q.transpose(0, 2, 1, 3), k.transpose(0, 2, 1, 3), v.transpose(0, 2, 1, 3)  # [b, heads, t, hd]
+    q, k = apply_rope(q, ctx.cos, ctx.sin), apply_rope(k, ctx.cos, ctx.sin)
+    if cache is not None:                                                # all keys so far
+        k, v = cache.update(layer, k, v)                                 # [b, K, past + t, hd]
+    past = k.shape[2] - t
+    window = cfg.layer_window(layer)
+    out = np.empty((b, t, H, hd), np.float32)
+    block = query_block(b, H, past + t)
+    for q0 in range(0, t, block):
+        q1 = min(t, q0 + block)
+        s = past + q1  # causal: this block never looks past its last query
+        bias = causal_mask(q1 - q0, s, ctx.padding, window, q_start=past + q0)
+        out[:, q0:q1] = attention(q[:, :, q0:q1], k[:, :, :s], v[:, :, :s], bias).transpose(0, 2, 1, 3)
+    return linear(out.reshape(b, t, H * hd), w.wo, w.bo)
+
+
+def load_attention(up, cfg, p) -> Attention:
+    """The checkpoint tensors under prefix p (model.layers.{i}.self_attn.) that make this block."""
+    qkv = [p + "q_proj", p + "k_proj", p + "v_proj"]
+    return Attention(
+        w_qkv=up(*[n + ".weight" for n in qkv]),
+        b_qkv=up(*[n + ".bias" for n in qkv]) if cfg.qkv_bias else None,
+        wo=up(p + "o_proj.weight"),
+        bo=up(p + "o_proj.bias") if cfg.o_proj_bias else None,
+        q_norm=up(p + "q_norm.weight") if cfg.qk_norm else None,
+        k_norm=up(p + "k_norm.weight") if cfg.qk_norm else None,
+    )

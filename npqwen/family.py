@@ -1,0 +1,71 @@
+"""The Qwen family in one table: what differs between its architectures, and nothing else.
+
+Every member is the same decoder,
+
+    input_ids -> embed_tokens -> N x [ x = x + mixer(norm(x));  x = x + mlp(norm(x)) ] -> norm -> lm_head
+
+and differs only in the blocks a layer is built from and in how its config.json names them:
+
+  model_type  class                attention (the mixer)                        MLP of layer i
+  qwen2       Qwen2ForCausalLM     q/k/v biases, none on o_proj                 dense SwiGLU
+  qwen3       Qwen3ForCausalLM     RMSNorm of each q and k head before RoPE;    dense SwiGLU
+                                   biases on q/k/v AND o_proj iff attention_bias
+  qwen2_moe   Qwen2MoeForCausalLM  q/k/v biases iff qkv_bias                    sparse MoE with a sigmoid-gated
+                                                                                shared expert, or dense
+  qwen3_moe   Qwen3MoeForCausalLM  as qwen3                                     sparse MoE, or dense
+
+Layer i's MLP is sparse iff the model has experts, i is not in mlp_only_layers and
+(i + 1) % decoder_sparse_step == 0 (all three MoE configs agree). The rules below are transformers
+5.23's configuration classes, each quoted where it is used.
+"""
+
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class Architecture:
+    model_type: str
+    class_name: str
+    qk_norm: bool                   # q_norm / k_norm: RMSNorm over head_dim, per head, before RoPE
+    bias_field: str | None          # the config field that switches attention biases on (None: fixed)
+    bias_default: bool              # its default, or the fixed value
+    o_proj_bias: bool               # does the bias switch cover o_proj too?
+    head_dim_default: int | None    # when config.json has no head_dim; None = hidden_size / heads
+    window_rule: str                # how layer_types is derived when config.json has none (see below)
+    moe: dict = field(default_factory=dict)   # MoE fields and their defaults; empty = dense model
+    shared_expert: bool = False
+
+
+# Defaults of the MoE fields, as transformers' config classes set them.
+_QWEN2_MOE = dict(num_experts=60, num_experts_per_tok=4, moe_intermediate_size=1408,
+                  shared_expert_intermediate_size=5632, norm_topk_prob=False, decoder_sparse_step=1)
+_QWEN3_MOE = dict(num_experts=128, num_experts_per_tok=8, moe_intermediate_size=768,
+                  norm_topk_prob=False, decoder_sparse_step=1)
+
+ARCHITECTURES = {a.model_type: a for a in [
+    Architecture("qwen2", "Qwen2ForCausalLM", qk_norm=False, bias_field=None, bias_default=True,
+                 o_proj_bias=False, head_dim_default=None, window_rule="from_max_window_layers"),
+    Architecture("qwen3", "Qwen3ForCausalLM", qk_norm=True, bias_field="attention_bias", bias_default=False,
+                 o_proj_bias=True, head_dim_default=128, window_rule="from_max_window_layers"),
+    Architecture("qwen2_moe", "Qwen2MoeForCausalLM", qk_norm=False, bias_field="qkv_bias", bias_default=True,
+                 o_proj_bias=False, head_dim_default=None, window_rule="even_below_max_window_layers",
+                 moe=_QWEN2_MOE, shared_expert=True),
+    Architecture("qwen3_moe", "Qwen3MoeForCausalLM", qk_norm=True, bias_field="attention_bias", bias_default=False,
+                 o_proj_bias=True, head_dim_default=None, window_rule="every_layer", moe=_QWEN3_MOE),
+]}
+
+
+def sliding_layers(rule: str, n_layers: int, max_window_layers: int) -> list[bool]:
+    """Which layers use the sliding window when it is on and config.json lists no layer_types.
+      from_max_window_layers        Qwen2Config, Qwen3Config: layers i >= max_window_layers
+      even_below_max_window_layers  Qwen2MoeConfig: i even and i < max_window_layers (the other direction)
+      every_layer                   Qwen3MoeConfig: no max_window_layers; every layer's attention slides"""
+    if rule == "from_max_window_layers":
+        return [i >= max_window_layers for i in range(n_layers)]
+    if rule == "even_below_max_window_layers":
+        return [i % 2 == 0 and i < max_window_layers for i in range(n_layers)]
+    return [True] * n_layers
+
+
+def is_sparse(layer: int, num_experts: int, mlp_only_layers, decoder_sparse_step: int) -> bool:
+    return num_experts > 0 and layer not in mlp_only_layers and (layer + 1) % decoder_sparse_step == 0

@@ -1,0 +1,126 @@
+"""The MLP of a layer: dense SwiGLU, or a sparse mixture of experts.
+
+Dense (Qwen2, Qwen3, and the dense layers of the MoE models):
+    x -> down(silu(gate(x)) * up(x))
+
+Sparse mixture of experts (Qwen2-MoE, Qwen3-MoE): many small SwiGLU MLPs ("experts"), of which
+each token uses only k. A router scores every expert for the token; the k most probable run, and
+their outputs are summed, weighted by those probabilities:
+    p = softmax(x @ router)                      over ALL experts, in float32
+    chosen = the k largest p                     (renormalised to sum to 1 iff norm_topk_prob)
+    y = sum over chosen e of p_e * expert_e(x)
+  + Qwen2-MoE: a shared expert every token uses, scaled by sigmoid(x @ shared_expert_gate).
+So a model with E experts has E times the MLP parameters but spends the compute of k per token.
+"""
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from .primitives import sigmoid, softmax, swiglu_mlp
+
+
+@dataclass
+class DenseMLP:
+    w_gate_up: np.ndarray                               # [d, 2i]: gate and up side by side
+    w_down: np.ndarray                                  # [i, d]
+
+    def __call__(self, x):                              # [..., d] -> [..., d]
+        return swiglu_mlp(x, self.w_gate_up, self.w_down)
+
+
+@dataclass
+class Experts:
+    """Every expert's weights, float32: experts[e] -> (w_gate_up [d, 2i], w_down [i, d])."""
+    w_gate_up: np.ndarray                               # [E, d, 2i]
+    w_down: np.ndarray                                  # [E, i, d]
+
+    def __len__(self):
+        return len(self.w_gate_up)
+
+    def __getitem__(self, e):
+        return self.w_gate_up[e], self.w_down[e]
+
+
+@dataclass
+class SparseMoE:
+    router: np.ndarray                                  # [d, E]
+    experts: Experts                                    # or weights.StoredExperts (streamed: upcast on use)
+    top_k: int
+    norm_topk_prob: bool
+    shared: DenseMLP | None = None                      # Qwen2-MoE's shared expert
+    shared_gate: np.ndarray | None = None               # [d, 1]
+
+    def __call__(self, x):                              # [..., d] -> [..., d]
+        return sparse_moe(x, self)
+
+
+def route(router_logits, k, norm_topk_prob):  # [n, E] -> chosen experts [n, k] ints, weights [n, k] float32
+    """Softmax over all experts, then the k most probable, most probable first."""
+    probs = softmax(router_logits)
+    chosen = np.argpartition(-probs, k - 1, axis=-1)[:, :k]                    # the k largest, unordered
+    weights = np.take_along_axis(probs, chosen, axis=-1)
+    order = np.argsort(-weights, axis=-1, kind="stable")
+    chosen, weights = np.take_along_axis(chosen, order, -1), np.take_along_axis(weights, order, -1)
+    if norm_topk_prob:
+        weights /= weights.sum(axis=-1, keepdims=True)
+    return chosen, weights
+
+
+def sparse_moe(x, w: SparseMoE):  # [..., d] -> [..., d]
+    """Tokens are grouped by the expert they were routed to (one argsort of the assignments); each
+    expert that any token chose runs one matmul over all of its tokens; the weighted outputs go
+    back to their tokens with one indexed assignment. Experts no token chose are never touched, so
+    one decoded token reads only k experts' weights."""
+    shape, d = x.shape, x.shape[-1]
+    x = x.reshape(-1, d)                                                       # [n, d]
+    chosen, weights = route(x @ w.router, w.top_k, w.norm_topk_prob)           # [n, k] x2
+    flat = chosen.ravel()                                                      # assignment j = token j // k
+    order = np.argsort(flat, kind="stable")                                    # assignments grouped by expert
+    starts = np.searchsorted(flat[order], np.arange(len(w.experts) + 1))       # group e: order[starts[e]:starts[e+1]]
+    y = np.empty((flat.size, d), np.float32)                                   # one output per assignment
+    for e in np.flatnonzero(np.diff(starts)):                                  # the experts that were chosen
+        group = order[starts[e]:starts[e + 1]]
+        w_gate_up, w_down = w.experts[e]
+        y[group] = swiglu_mlp(x[group // w.top_k], w_gate_up, w_down) * weights.ravel()[group, None]
+    out = y.reshape(len(x), w.top_k, d).sum(axis=1)                            # each token: its k experts
+    if w.shared is not None:
+        out += sigmoid(x @ w.shared_gate) * w.shared(x)
+    return out.reshape(shape)
+
+
+# ---------------------------------------------------------------------------------------------
+# the checkpoint tensors that make each block (p: model.layers.{i}.mlp.)
+
+
+def load_dense_mlp(up, p) -> DenseMLP:
+    return DenseMLP(w_gate_up=up(p + "gate_proj.weight", p + "up_proj.weight"), w_down=up(p + "down_proj.weight"))
+
+
+def load_sparse_moe(up, cfg, p) -> SparseMoE:
+    names = [f"{p}experts.{e}." for e in range(cfg.num_experts)]
+    if up.stream:
+        experts = StoredExperts(up, names)
+    else:
+        loaded = [load_dense_mlp(up, n) for n in names]
+        experts = Experts(np.stack([m.w_gate_up for m in loaded]), np.stack([m.w_down for m in loaded]))
+    shared = cfg.shared_expert_intermediate_size > 0
+    return SparseMoE(router=up(p + "gate.weight"), experts=experts, top_k=cfg.num_experts_per_tok,
+                     norm_topk_prob=cfg.norm_topk_prob,
+                     shared=load_dense_mlp(up, p + "shared_expert.") if shared else None,
+                     shared_gate=up(p + "shared_expert_gate.weight") if shared else None)
+
+
+class StoredExperts:
+    """Streamed weights: an expert is upcast from the file only when a token is routed to it, into
+    buffers every expert shares; so a step reads only the experts it uses."""
+
+    def __init__(self, up, names):
+        self.up, self.names = up, names
+
+    def __len__(self):
+        return len(self.names)
+
+    def __getitem__(self, e):
+        m = load_dense_mlp(self.up, self.names[e])
+        return m.w_gate_up, m.w_down
