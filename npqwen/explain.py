@@ -27,17 +27,27 @@ LENS_POSITIONS = 20     # the logit-lens picture shows at most the last 20 promp
 MAX_MAPS = 32           # attention maps in one picture
 
 
-def layer_tensors(tensors, i):  # checkpoint tensors -> {"self_attn.q_proj.weight": float32 [out, in], ...}
-    """Decoder layer i's weights by their checkpoint names, upcast to float32 and stored as the
-    file stores them ([out, in]), as the seed walkthrough reads them from the state dict."""
-    p = f"model.layers.{i}."
-    return {name[len(p):]: np.asarray(a, np.float32) for name, a in tensors.items() if name.startswith(p)}
+class LayerTensors:
+    """Decoder layer i's weights by their checkpoint names ("self_attn.q_proj.weight", ...), upcast
+    to float32 on first use and kept as the file stores them ([out, in]), as the seed walkthrough
+    reads them from the state dict. Lazy, so that a mixture of experts upcasts only the experts used."""
+
+    def __init__(self, tensors, i):
+        self.tensors, self.prefix, self.done = tensors, f"model.layers.{i}.", {}
+
+    def __contains__(self, name):
+        return self.prefix + name in self.tensors
+
+    def __getitem__(self, name):
+        if name not in self.done:
+            self.done[name] = np.asarray(self.tensors[self.prefix + name], np.float32)
+        return self.done[name]
 
 
 def layer_by_hand(cfg, tensors, x, i):  # [t, d] -> dict of every intermediate of decoder layer i
     """Decoder layer i written out step by step from the checkpoint's tensors, as the seed walkthrough
     does it (one matmul per projection, repeat_kv and explicit attention weights, for reading)."""
-    w = layer_tensors(tensors, i)
+    w = LayerTensors(tensors, i)
     t = x.shape[0]
     H, K, hd = cfg.num_attention_heads, cfg.num_key_value_heads, cfg.head_dim
 
@@ -45,10 +55,20 @@ def layer_by_hand(cfg, tensors, x, i):  # [t, d] -> dict of every intermediate o
         y = h @ w[f"{name}.weight"].T
         return y + w[f"{name}.bias"] if f"{name}.bias" in w else y
 
+    def swiglu(h, name):  # an MLP (or one expert): down(silu(gate(h)) * up(h))
+        gate, up = proj(h, f"{name}.gate_proj"), proj(h, f"{name}.up_proj")
+        return proj(silu(gate) * up, f"{name}.down_proj"), gate, up
+
     h = rms_norm(x, w["input_layernorm.weight"], cfg.rms_norm_eps)
-    q = proj(h, "self_attn.q_proj").reshape(t, H, hd).transpose(1, 0, 2)   # [H, t, hd]
-    k = proj(h, "self_attn.k_proj").reshape(t, K, hd).transpose(1, 0, 2)   # [K, t, hd]
-    v = proj(h, "self_attn.v_proj").reshape(t, K, hd).transpose(1, 0, 2)
+    q = proj(h, "self_attn.q_proj").reshape(t, H, hd)                     # [t, H, hd]
+    k = proj(h, "self_attn.k_proj").reshape(t, K, hd)                     # [t, K, hd]
+    v = proj(h, "self_attn.v_proj").reshape(t, K, hd).transpose(1, 0, 2)  # [K, t, hd]
+    q_raw = q.transpose(1, 0, 2)
+    if "self_attn.q_norm.weight" in w:  # Qwen3: each head of q and k RMS-normalised, before RoPE
+        q = rms_norm(q, w["self_attn.q_norm.weight"], cfg.rms_norm_eps)
+        k = rms_norm(k, w["self_attn.k_norm.weight"], cfg.rms_norm_eps)
+    q, k = q.transpose(1, 0, 2), k.transpose(1, 0, 2)                     # [heads, t, hd]
+    q_normed = q
     inv_freq, scale = rope_inv_freq(hd, cfg.rope_parameters, cfg.max_position_embeddings, seq_len=t)
     cos, sin = rope_cos_sin(inv_freq, np.arange(t)[None], scale)          # [1, t, hd]
     q, k = apply_rope(q[None], cos, sin)[0], apply_rope(k[None], cos, sin)[0]
@@ -59,10 +79,39 @@ def layer_by_hand(cfg, tensors, x, i):  # [t, d] -> dict of every intermediate o
     attn = proj((weights @ vr).transpose(1, 0, 2).reshape(t, H * hd), "self_attn.o_proj")
     x1 = x + attn
     g = rms_norm(x1, w["post_attention_layernorm.weight"], cfg.rms_norm_eps)
-    gate, up = proj(g, "mlp.gate_proj"), proj(g, "mlp.up_proj")
-    out = x1 + proj(silu(gate) * up, "mlp.down_proj")
-    return dict(normed=h, q=q, k=k, v=v, inv_freq=inv_freq, scores=scores, attention=weights,
-                masked=mask[0] <= NEG / 2, attn_out=attn, after_attention=x1, gate=gate, up=up, out=out)
+    steps = dict(normed=h, q_raw=q_raw, q_normed=q_normed, q=q, k=k, v=v, inv_freq=inv_freq, scores=scores,
+                 attention=weights, masked=mask[0] <= NEG / 2, attn_out=attn, after_attention=x1, mlp_in=g)
+    if "mlp.gate.weight" not in w:  # a dense SwiGLU MLP
+        mlp, steps["gate"], steps["up"] = swiglu(g, "mlp")
+        return dict(steps, out=x1 + mlp)
+    # a sparse mixture of experts: the router picks k experts per token, their outputs are mixed
+    router_probs = softmax(proj(g, "mlp.gate"))                           # [t, E], over all experts
+    chosen = np.argsort(-router_probs, axis=-1, kind="stable")[:, :cfg.num_experts_per_tok]   # [t, k]
+    mix = np.take_along_axis(router_probs, chosen, -1)
+    if cfg.norm_topk_prob:
+        mix = mix / mix.sum(-1, keepdims=True)
+    mlp = np.zeros_like(g)
+    for e in np.unique(chosen):                                           # each expert over its tokens
+        rows, slot = np.nonzero(chosen == e)
+        mlp[rows] += mix[rows, slot, None] * swiglu(g[rows], f"mlp.experts.{e}")[0]
+    if "mlp.shared_expert_gate.weight" in w:  # Qwen2-MoE: a shared expert, sigmoid-gated
+        mlp += 1 / (1 + np.exp(-proj(g, "mlp.shared_expert_gate"))) * swiglu(g, "mlp.shared_expert")[0]
+    return dict(steps, router_probs=router_probs, chosen=chosen, mix=mix, out=x1 + mlp)
+
+
+def router_of(model, hidden, i):  # [t, d] (the input of sparse layer i) -> router probabilities [t, E]
+    """What the router of layer i saw: the layer's own attention block, then its post-attention norm."""
+    layer, cfg = model.layers[i], model.config
+    x1 = hidden + layer.mixer(rms_norm(hidden[None], layer.input_norm, cfg.rms_norm_eps), cfg,
+                              _context(cfg, len(hidden)), None, i)[0]
+    return softmax(rms_norm(x1, layer.post_norm, cfg.rms_norm_eps) @ layer.mlp.router)
+
+
+def _context(cfg, t):
+    from .attention import Context
+    inv_freq, scale = rope_inv_freq(cfg.head_dim, cfg.rope_parameters, cfg.max_position_embeddings, seq_len=t)
+    cos, sin = rope_cos_sin(inv_freq, np.arange(t)[None], scale)
+    return Context(cos, sin, padding=None)
 
 
 def logit_lens(model, hidden_states, positions):
@@ -89,7 +138,10 @@ def walk(model, tensors, ids, positions=LENS_POSITIONS):
     r = layer_by_hand(model.config, tensors, out.hidden_states[0][0], 0)
     top, top_p, lens = logit_lens(model, out.hidden_states, min(positions, len(ids)))
     residual_norms = [float(np.linalg.norm(hh[0, -1])) for hh in out.hidden_states[1:]]
-    return dict(r, embeddings=out.hidden_states[0][0], layer0_out=r["out"], lens=lens, lens_top=top,
+    cfg = model.config
+    routers = {i: router_of(model, out.hidden_states[i][0], i) for i in range(cfg.num_hidden_layers)
+               if cfg.is_sparse(i)}
+    return dict(r, routers=routers, embeddings=out.hidden_states[0][0], layer0_out=r["out"], lens=lens, lens_top=top,
                 lens_top_p=top_p, residual_norms=residual_norms, next_probs=softmax(out.logits[0, -1]),
                 hidden_states=out.hidden_states)
 
@@ -118,8 +170,14 @@ def explain(model, tensors, tok, ids, file=sys.stdout, top=10):
     p("== layer 0, step by step")
     p(f"  input RMSNorm: x / rms(x) * weight; rms of the last token {np.sqrt(np.mean(r['embeddings'][-1] ** 2)):.4f}"
       f" -> {np.sqrt(np.mean(r['normed'][-1] ** 2)):.4f} (before the weight: 1)")
-    p(f"  q = x Wq + bq -> {H} heads x {hd}: {list(r['q'].shape)};  k, v = x Wk + bk, x Wv + bv -> "
+    bq, bk, bv = (" + bq", " + bk", " + bv") if cfg.qkv_bias else ("", "", " (no biases)")
+    p(f"  q = x Wq{bq} -> {H} heads x {hd}: {list(r['q'].shape)};  k, v = x Wk{bk}, x Wv{bv} -> "
       f"{K} heads: {list(r['k'].shape)}")
+    if cfg.qk_norm:
+        rms = np.sqrt(np.mean(r["q_raw"][0, -1] ** 2))
+        p(f"  q_norm, k_norm (Qwen3): RMSNorm over the {hd} dims of each head, before RoPE, so no head's "
+          f"scores can grow without bound; q head 0, last token: rms {rms:.4f} -> "
+          f"{np.sqrt(np.mean(r['q_normed'][0, -1] ** 2)):.4f} (after the weight)")
     G = H // K
     p(f"  grouped-query attention: {H} query heads share {K} key/value heads, {G} per kv head")
     for j in range(K):
@@ -133,9 +191,25 @@ def explain(model, tensors, tok, ids, file=sys.stdout, top=10):
     p("  attention of the last token over the prompt (head 0, and the mean over heads):")
     for j, tid in enumerate(ids):
         p(f"    {show(tok, tid):>14}  {r['attention'][0, -1, j]:.3f}  {r['attention'][:, -1, j].mean():.3f}")
-    p(f"  o_proj (no bias) -> {list(r['attn_out'].shape)}, added to the residual stream")
-    p(f"  post-attention RMSNorm, then SwiGLU: down(silu(gate) * up), gate and up {list(r['gate'].shape)}"
-      f" -> {list(r['layer0_out'].shape)}, added to the residual stream")
+    p(f"  o_proj ({'with' if cfg.o_proj_bias else 'no'} bias) -> {list(r['attn_out'].shape)}, "
+      f"added to the residual stream")
+    if "gate" in r:
+        p(f"  post-attention RMSNorm, then SwiGLU: down(silu(gate) * up), gate and up {list(r['gate'].shape)}"
+          f" -> {list(r['layer0_out'].shape)}, added to the residual stream")
+    else:
+        p(f"  post-attention RMSNorm, then a sparse mixture of {cfg.num_experts} experts: the router's softmax "
+          f"picks {cfg.num_experts_per_tok} per token" + (", renormalised to sum to 1" if cfg.norm_topk_prob else "")
+          + (", plus a sigmoid-gated shared expert" if cfg.shared_expert_intermediate_size else "")
+          + f" -> {list(r['layer0_out'].shape)}, added to the residual stream")
+    if r["routers"]:
+        k = cfg.num_experts_per_tok
+        p(f"== the router of each sparse layer, last token: probabilities over {cfg.num_experts} experts, "
+          f"the {k} chosen marked *")
+        for i, probs in r["routers"].items():
+            last = probs[-1]
+            chosen = set(np.argsort(-last, kind="stable")[:k].tolist())
+            shown = np.argsort(-last, kind="stable")[:max(k + 2, 6)]
+            p(f"  layer {i:2d}  " + "  ".join(f"{'*' if e in chosen else ' '}e{e} {last[e]:.3f}" for e in shown))
     p("== every layer: logit lens (final norm + LM head on that layer's output, last position)")
     for i, probs in enumerate(r["lens"]):
         best = np.argsort(-probs, kind="stable")[:3]

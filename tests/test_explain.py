@@ -17,7 +17,8 @@ def golden_tensors(case):
     return open_checkpoint(os.path.join(CHECKPOINTS, case))
 
 
-@pytest.mark.parametrize("case", ["gqa3_bf16", "sliding_window", "rope_yarn_4x"])
+@pytest.mark.parametrize("case", ["gqa3_bf16", "sliding_window", "rope_yarn_4x", "qwen3_headdim_bias",
+                                  "qwen3_tied_window", "qwen2_moe_shared", "qwen3_moe_step2"])
 def test_walkthrough_numbers_are_the_models(case):
     model, tensors = golden_model(case), golden_tensors(case)
     ids = list(np.random.default_rng(4).integers(1, 320, 21))
@@ -40,6 +41,39 @@ def test_walkthrough_numbers_are_the_models(case):
     # attention weights are rows that sum to one, causal
     att = r["attention"]
     assert np.allclose(att.sum(-1), 1, atol=1e-5) and (np.triu(att, 1) < 1e-30).all()
+
+
+@pytest.mark.parametrize("case", ["qwen2_moe_shared", "qwen3_moe_step2"])
+def test_router_lines_name_the_chosen_experts(case):
+    """The router explained for each sparse layer is the one the model uses: layer 0's by hand from
+    the checkpoint's tensors, and the experts marked chosen are the k most probable."""
+    import io
+    model, tensors = golden_model(case), golden_tensors(case)
+    cfg = model.config
+    ids = [int(i) for i in np.random.default_rng(5).integers(1, 320, 9)]
+    f = io.StringIO()
+    r = explain(model, tensors, None, ids, file=f)
+    assert sorted(r["routers"]) == [i for i in range(cfg.num_hidden_layers) if cfg.is_sparse(i)]
+    first = min(r["routers"])
+    by_hand = layer_by_hand(cfg, tensors, r["hidden_states"][first][0], first)
+    assert np.allclose(by_hand["router_probs"], r["routers"][first], atol=1e-5)
+    lines = [line for line in f.getvalue().splitlines() if line.strip().startswith("layer") and "*e" in line]
+    assert len(lines) == len(r["routers"])
+    for line, probs in zip(lines, r["routers"].values()):
+        marked = sorted(int(w[2:]) for w in line.split() if w.startswith("*e"))
+        assert marked == sorted(np.argsort(-probs[-1])[:cfg.num_experts_per_tok].tolist())
+
+
+def test_qwen3_explains_its_qk_norm():
+    import io
+    model, tensors = golden_model("qwen3_headdim_bias"), golden_tensors("qwen3_headdim_bias")
+    f = io.StringIO()
+    r = explain(model, tensors, None, [3, 4, 5], file=f)
+    assert "q_norm, k_norm" in f.getvalue()
+    hd = model.config.head_dim
+    # the normed q heads have unit RMS before the weight: undo the weight and check
+    w = np.asarray(tensors["model.layers.0.self_attn.q_norm.weight"], np.float32)
+    assert np.allclose(np.sqrt(np.mean((r["q_normed"] / w) ** 2, axis=-1)), 1, atol=1e-3) and hd == w.shape[0]
 
 
 def test_printed_explanation():
@@ -81,3 +115,15 @@ def test_info_counts_match_the_published_sizes():
     r = subprocess.run([sys.executable, "-m", "npqwen.info", "--model",
                         shared_asset("configs", "Qwen2-1.5B-Instruct")], cwd=ROOT, capture_output=True)
     assert r.returncode == 0 and b"parameters: 1.544 B" in r.stdout
+
+
+def test_info_of_the_qwen3_family():
+    from npqwen.config import ModelConfig
+    q3 = summary(ModelConfig.from_file(shared_asset("configs", "Qwen3-4B", "config.json")))
+    assert round(q3["total"] / 1e9, 1) == 4.0 and q3["active"] == q3["total"]    # Qwen3-4B: 4.0 B
+    # Qwen3-30B-A3B's published shape: 30.5 B parameters, 3.3 B activated (its model card)
+    sys.path.insert(0, os.path.join(ROOT, "scripts"))
+    from make_random_checkpoint import SHAPES
+    moe = summary(ModelConfig.from_dict(SHAPES["qwen3-30b-a3b"]))
+    assert round(moe["total"] / 1e9, 1) == 30.5 and round(moe["active"] / 1e9, 1) == 3.3
+    assert moe["stream_read_bytes"] == 2 * (moe["active"] - moe["embedding"] + 151936 * 2048)
