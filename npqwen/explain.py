@@ -230,8 +230,9 @@ def default_heads(cfg):
 
 
 def pictures(cfg, tensors, r, ids, tok, fonts, layers, heads):
-    """The panels `--plot` draws, in rows: the GQA wiring, attention maps, the logit lens."""
-    from .plots import attention_panel, gqa_panel, logit_lens_panel, token_label
+    """The panels `--plot` draws, in rows: the GQA wiring, attention maps, the routers of the chosen
+    layers that are sparse (mixture-of-experts models), the logit lens."""
+    from .plots import attention_panel, gqa_panel, logit_lens_panel, router_panel, token_label
 
     H, K, G = cfg.num_attention_heads, cfg.num_key_value_heads, cfg.num_key_value_groups
     labels = [token_label(tok, i, fonts) for i in ids]
@@ -243,6 +244,9 @@ def pictures(cfg, tensors, r, ids, tok, fonts, layers, heads):
                                  masked=a["masked"]) for h in heads]
     per_row = max(len(heads), 1) if len(heads) <= 4 else 4
     rows += [maps[j:j + per_row] for j in range(0, len(maps), per_row)]
+    routers = [router_panel(r["routers"][i], cfg.num_experts_per_tok, labels, f"layer {i}: the router")
+               for i in layers if i in r["routers"]]
+    rows += [routers[j:j + 4] for j in range(0, len(routers), 4)]
 
     P = r["lens_top"].shape[1]
     n = cfg.num_hidden_layers

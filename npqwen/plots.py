@@ -221,6 +221,30 @@ def logit_lens_panel(probs, cells, rows, columns, hits=None, above=None,
     return Panel(2.5 + cell_w * t, 1.6 + 0.42 * n_rows + labels, draw)
 
 
+def router_panel(probs, k, labels, title) -> Panel:
+    """A mixture-of-experts router [t, E]: column i is how token i's router spreads its probability
+    over the experts; the k it chose (the experts that run for it) are outlined."""
+    t, E = probs.shape
+    chosen = np.argsort(-probs, axis=-1, kind="stable")[:, :k]
+    width = float(np.clip(1.5 + 0.3 * t, 3.5, 12)) + 1.2
+    height = float(np.clip(1.2 + 0.22 * E, 2.5, 12)) + _extent(labels, _tick_size(t))
+
+    def draw(ax, fonts):
+        from matplotlib.patches import Rectangle
+        im = ax.imshow(probs.T, cmap="viridis", vmin=0, vmax=float(probs.max()), aspect="auto")
+        for i, row in enumerate(chosen):
+            for e in row:
+                ax.add_patch(Rectangle((i - 0.5, e - 0.5), 1, 1, fill=False, edgecolor="white", linewidth=1.6))
+        fs = _tick_size(t)
+        ax.set_xticks(range(t), labels, rotation=_rotation(labels), fontsize=fs, fontfamily=fonts.families)
+        ax.set_yticks(range(E), [f"e{e}" for e in range(E)], fontsize=_tick_size(E))
+        ax.set_xlabel(f"token (outlined: the {k} experts it runs)", fontsize=8)
+        ax.set_ylabel("expert", fontsize=8)
+        ax.set_title(title, fontsize=9, fontfamily=fonts.families)
+        _colorbar(ax, im, "router probability")
+    return Panel(width, height, draw)
+
+
 def gqa_panel(n_heads, n_kv_heads, shown=()) -> Panel:
     """Grouped-query attention as a wiring diagram: each query head (top) reads the keys and values
     of one kv head (bottom), head h reading kv head h // (n_heads / n_kv_heads). Heads in `shown`

@@ -176,6 +176,27 @@ def test_no_gqa_panel_for_multi_head_attention():
         "layer 0, query head 0 (reads kv head 0)", "layer 0, query head 1 (reads kv head 1)"]
 
 
+@pytest.mark.parametrize("case", ["qwen2_moe_shared", "qwen3_moe_step2"])
+def test_a_router_panel_per_chosen_sparse_layer(case):
+    """Experts by tokens, coloured by the router's probability, the k chosen outlined."""
+    model = golden_model(case)
+    cfg = model.config
+    tensors = open_checkpoint(os.path.join(CHECKPOINTS, case))
+    ids = [5, 17, 42, 9, 200, 31]
+    r = walk(model, tensors, ids)
+    layers = list(range(cfg.num_hidden_layers))
+    fig = figure(pictures(cfg, tensors, r, ids, None, no_cjk_font(), layers, [0]), no_cjk_font())
+    routers = [ax for ax in fig.axes if ax.get_title().endswith("the router")]
+    sparse = [i for i in layers if cfg.is_sparse(i)]
+    assert [ax.get_title() for ax in routers] == [f"layer {i}: the router" for i in sparse]
+    for ax, i in zip(routers, sparse):
+        shown = ax.images[0].get_array()                                  # [E, t]
+        assert np.allclose(shown.T, r["routers"][i])
+        outlined = {(round(p.get_x() + 0.5), round(p.get_y() + 0.5)) for p in ax.patches}
+        top = np.argsort(-r["routers"][i], axis=-1)[:, :cfg.num_experts_per_tok]
+        assert outlined == {(t, int(e)) for t, row in enumerate(top) for e in row}
+
+
 # ---------------------------------------------------------------------------------------------
 # the command line
 
