@@ -26,6 +26,8 @@ DEMO_MODEL = os.path.join(ROOT, "golden", "checkpoints", "demo")
 
 class _Parser(argparse.ArgumentParser):
     def error(self, message):  # one line, exit 2, no usage dump
+        if message.endswith("expected one argument"):  # e.g. --temperature -inf: "-inf" reads as an option
+            message += " (write a value that starts with '-' as --option=-value)"
         raise NpqwenError(_printable(message))
 
 
@@ -206,7 +208,8 @@ def _encode(tok, prompt_or_messages):
 def _interactive(model, tok, messages, args, settings, eos, max_new):
     print("[interactive chat: an empty line or Ctrl-D ends it]", file=sys.stderr)
     while True:
-        print("> ", end="", file=sys.stderr, flush=True)
+        if _stdin().isatty():  # (piped, a prompt would only clutter stderr)
+            print("> ", end="", file=sys.stderr, flush=True)
         line = _utf8(_stdin().buffer.readline(), "standard input")
         if not line.strip():
             return

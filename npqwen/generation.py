@@ -95,10 +95,10 @@ def _check_cache_fits(cfg, batch, positions):
     """The KV cache is allocated for every position generation may reach; refuse one larger than
     the memory available (a huge context with a huge max_new_tokens) instead of failing mid-way."""
     need = 2 * cfg.num_hidden_layers * batch * cfg.num_key_value_heads * positions * cfg.head_dim * 4
-    free = available_memory()
-    if need > free:
-        raise NpqwenError(f"the KV cache for {positions} positions (x {batch} sequences) needs {need / 1e9:.1f} GB, "
-                          f"more than the {free / 1e9:.1f} GB of memory available: lower max_new_tokens")
+    if need > available_memory():
+        rows = f" x {batch} sequences" if batch > 1 else ""
+        raise NpqwenError(f"the KV cache for {positions} positions{rows} needs {need / 1e9:,.1f} GB, more memory "
+                          f"than is available: lower max_new_tokens")
 
 
 def generate(model, tokenizer, prompt, max_new_tokens=256, settings=None, seed=None, eos_ids=None, max_context=None):
