@@ -84,17 +84,28 @@ def _validate(args):
     return given
 
 
+# Far more text than the longest Qwen2 context holds (about 4 bytes a token): a prompt file or
+# input this large is a mistake (--file /dev/zero), not a prompt to read into memory.
+MAX_PROMPT_BYTES = 64 << 20
+
+
 def _read_prompt(args):
     if args.file is not None:
         try:
             with open(args.file, "rb") as f:
-                raw = f.read()
+                raw = f.read(MAX_PROMPT_BYTES + 1)
         except (OSError, ValueError) as e:  # ValueError: a path with a NUL byte
             raise NpqwenError(f"--file {_printable(args.file)}: {getattr(e, 'strerror', None) or e}") from None
-        return _utf8(raw, _printable(args.file))
+        return _utf8(_limited(raw, _printable(args.file)), _printable(args.file))
     if args.prompt == "-" or (args.prompt is None and not args.chat and not _stdin().isatty()):
-        return _utf8(_stdin().buffer.read(), "standard input")
+        return _utf8(_limited(_stdin().buffer.read(MAX_PROMPT_BYTES + 1), "standard input"), "standard input")
     return args.prompt
+
+
+def _limited(raw, where):
+    if len(raw) > MAX_PROMPT_BYTES:
+        raise NpqwenError(f"{where}: more than {MAX_PROMPT_BYTES >> 20} MB of prompt, far more than a context holds")
+    return raw
 
 
 def _stdin():
@@ -210,7 +221,7 @@ def _interactive(model, tok, messages, args, settings, eos, max_new):
     while True:
         if _stdin().isatty():  # (piped, a prompt would only clutter stderr)
             print("> ", end="", file=sys.stderr, flush=True)
-        line = _utf8(_stdin().buffer.readline(), "standard input")
+        line = _utf8(_limited(_stdin().buffer.readline(MAX_PROMPT_BYTES + 1), "standard input"), "standard input")
         if not line.strip():
             return
         messages.append({"role": "user", "content": line.rstrip("\n")})

@@ -286,6 +286,7 @@ CASES = [
     ("prompt: --file not UTF-8", not_utf8_file, "UTF-8"),
     ("prompt: stdin not UTF-8", lambda tmp: cli("-", stdin=b"\xff\xfe"), "UTF-8"),
     ("prompt: argument not UTF-8", lambda tmp: cli(os.fsdecode(b"caf\xe9")), "UTF-8"),
+    ("prompt: --file /dev/zero (endless)", lambda tmp: cli("--file", "/dev/zero"), "64 MB"),
     ("option: --temperature -1", lambda tmp: cli("--temperature", "-1", "hi"), "temperature"),
     ("option: --top-p 0", lambda tmp: cli("--top-p", "0", "hi"), "top-p"),
     ("option: --max-new-tokens 0", lambda tmp: cli("--max-new-tokens", "0", "hi"), "max-new-tokens"),
