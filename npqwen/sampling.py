@@ -32,7 +32,7 @@ class SamplingSettings:
     def validate(self):
         t, k, p, m, r = self.temperature, self.top_k, self.top_p, self.min_p, self.repetition_penalty
         if not _finite(t) or t < 0:
-            raise NpqwenError(f"temperature must be >= 0 (0 = greedy), found {t}")
+            raise NpqwenError(f"temperature must be a finite number >= 0 (0 = greedy), found {t}")
         if not _integer(k) or k < 0:
             raise NpqwenError(f"top-k must be an integer >= 0 (0 = off), found {k}")
         if not _finite(p) or not 0 < p <= 1:
@@ -40,7 +40,7 @@ class SamplingSettings:
         if not _finite(m) or not 0 <= m <= 1:
             raise NpqwenError(f"min-p must be in [0, 1], found {m}")
         if not _finite(r) or r <= 0:
-            raise NpqwenError(f"repetition penalty must be > 0 (1 = off), found {r}")
+            raise NpqwenError(f"repetition penalty must be a finite number > 0 (1 = off), found {r}")
         return self
 
 
