@@ -13,7 +13,7 @@ from npqwen.model import load_model
 _models = {}
 
 
-def _cached_load_model(path, weights="auto"):
+def load_model_once(path, weights="auto"):
     key = (os.path.realpath(path), weights)
     if key not in _models:
         _models[key] = load_model(path, weights=weights)
@@ -27,7 +27,7 @@ def _swapped_streams(stdin: bytes):
     # as Python sets them up in a UTF-8 locale: stdout strict, stderr escaping what it cannot encode
     sys.stdout = io.TextIOWrapper(io.BytesIO(), encoding="utf-8", write_through=True)
     sys.stderr = io.TextIOWrapper(io.BytesIO(), encoding="utf-8", errors="backslashreplace", write_through=True)
-    cli.load_model = _cached_load_model
+    cli.load_model = load_model_once
     try:
         yield
     finally:

@@ -12,7 +12,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 from hypothesis.extra.numpy import arrays
 
-from cli_inprocess import _cached_load_model, run_cli
+from cli_inprocess import load_model_once, run_cli
 from conftest import CHECKPOINTS, ROOT
 from npqwen.errors import NpqwenError
 from npqwen.generation import generate
@@ -127,7 +127,7 @@ def test_seeds_negative_refused_huge_accepted():
     assert runs[0][1] == runs[1][1] and runs[0][1]       # any size: the same seed, the same text
     assert len({runs[1][1], runs[2][1], runs[3][1]}) > 1
     with pytest.raises(NpqwenError, match="seed"):
-        list(generate(_cached_load_model(DEMO), None, [1, 2], 3, seed=-5))
+        list(generate(load_model_once(DEMO), None, [1, 2], 3, seed=-5))
 
 
 @pytest.mark.parametrize("option,name", [("--temperature", "temperature"), ("--top-p", "top-p"),
@@ -153,13 +153,13 @@ def test_extreme_values_work(option, value):
 def test_huge_max_new_tokens_stops_at_the_context():
     status, _, err = outcome(["--max-new-tokens", str(10**30), "--temperature", "0", "hi"])
     assert status == 0 and ("end of sequence" in err or "context limit" in err)
-    model = _cached_load_model(os.path.join(CHECKPOINTS, "rope_linear"))   # context 512 positions
+    model = load_model_once(os.path.join(CHECKPOINTS, "rope_linear"))   # context 512 positions
     tokens = list(generate(model, None, [1, 2, 3], 10**30, eos_ids=[]))
     assert len(tokens) == 512 - 3 and tokens[-1].finish_reason == "context"
 
 
 def test_kv_cache_larger_than_memory_is_refused():
-    model = _cached_load_model(os.path.join(CHECKPOINTS, "gqa3_bf16"))
+    model = load_model_once(os.path.join(CHECKPOINTS, "gqa3_bf16"))
     with pytest.raises(NpqwenError, match="KV cache"):
         list(generate(model, None, [1, 2, 3], 10**13, eos_ids=[], max_context=10**13))
 

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, example, given, settings, strategies as st
 
-from cli_inprocess import _cached_load_model, run_cli
+from cli_inprocess import load_model_once, run_cli
 from conftest import CHECKPOINTS, SHARED
 from npqwen.config import Qwen2Config
 from npqwen.generation import generate, generate_batch
@@ -130,7 +130,7 @@ demo_settings = settings(max_examples=25, deadline=None, suppress_health_check=[
                                                                                   max_size=8))
 @example(seed=4, temperature=3.0, max_new=4, prompt=[5, 6, 7])   # ends in the first byte of a character
 def test_demo_model_generate_streams_all_of_decode(seed, temperature, max_new, prompt):
-    model, (tok, _, _) = _cached_load_model(DEMO), tokenizer("demo")
+    model, (tok, _, _) = load_model_once(DEMO), tokenizer("demo")
     tokens = list(generate(model, tok, prompt, max_new, SamplingSettings(temperature=temperature), seed=seed))
     assert tokens[-1].finish_reason in ("eos", "length")
     assert "".join(t.text for t in tokens) == tok.decode([t.id for t in tokens], skip_special_tokens=True)
@@ -140,7 +140,7 @@ def test_demo_model_generate_streams_all_of_decode(seed, temperature, max_new, p
 @given(st.integers(0, 2**32), st.integers(1, 10),
        st.lists(st.lists(st.integers(0, 4002), min_size=1, max_size=8), min_size=1, max_size=4))
 def test_demo_model_generate_batch_rows_stream_to_decode(seed, max_new, prompts):
-    model, (tok, _, _) = _cached_load_model(DEMO), tokenizer("demo")
+    model, (tok, _, _) = load_model_once(DEMO), tokenizer("demo")
     rows = generate_batch(model, prompts, max_new, SamplingSettings(temperature=2.0), seed=seed)
     for row in rows:
         fed, held = streamed(tok, row)
@@ -151,15 +151,14 @@ def test_demo_model_generate_batch_rows_stream_to_decode(seed, max_new, prompts)
 # the command line: one-shot and every turn of the interactive chat
 
 TEXT = st.text(st.sampled_from("学习如逆水行舟不进则退 river once upon a time,。🚣😀👨‍👩‍👧"), min_size=1, max_size=12)
-demo_model = _cached_load_model
 
 
-def expected_reply(messages, max_new, temperature, seed):
-    """What the Python API generates for this turn, decoded in one go (the CLI's defaults for
-    the demo: sampling with top-k 50, its eos ids)."""
+def api_text(prompt, max_new, seed):
+    """What the Python API generates, decoded in one go, with the command line's settings for
+    `--temperature 3` on the demo (sampling with transformers' top-k 50; the demo's eos ids)."""
     tok = tokenizer("demo")[0]
-    s = SamplingSettings(temperature=temperature, top_k=50)
-    ids = [t.id for t in generate(demo_model(DEMO), tok, tok.encode_chat(messages), max_new, s, seed, [4002, 4000])]
+    s = SamplingSettings(temperature=3.0, top_k=50)
+    ids = [t.id for t in generate(load_model_once(DEMO), tok, prompt, max_new, s, seed, [4002, 4000])]
     return tok.decode(ids, skip_special_tokens=True)
 
 
@@ -167,12 +166,9 @@ def expected_reply(messages, max_new, temperature, seed):
 @given(st.integers(0, 2**32), st.integers(1, 6), TEXT.filter(str.strip))
 @example(seed=0, max_new=1, prompt="🚣")
 def test_cli_one_shot_prints_all_of_decode(seed, max_new, prompt):
-    tok = tokenizer("demo")[0]
     status, out, err = run_cli(["--temperature", "3", "--seed", str(seed), "--max-new-tokens", str(max_new), prompt])
     assert status == 0, err
-    ids = [t.id for t in generate(demo_model(DEMO), tok, prompt, max_new, SamplingSettings(temperature=3.0, top_k=50),
-                                  seed, [4002, 4000])]
-    assert out == tok.decode(ids, skip_special_tokens=True)
+    assert out == api_text(prompt, max_new, seed)
 
 
 @demo_settings
@@ -185,7 +181,7 @@ def test_cli_chat_prints_every_turn_whole(seed, max_new, turns):
     messages, want = [], ""
     for turn in turns:
         messages.append({"role": "user", "content": turn})
-        reply = expected_reply(messages, max_new, 3.0, seed)
+        reply = api_text(tokenizer("demo")[0].encode_chat(messages), max_new, seed)
         want += reply + "\n"
         messages.append({"role": "assistant", "content": reply})
     assert out == want
