@@ -1,8 +1,10 @@
 """The command line: `python -m npqwen.generate [--model DIR] [options] [PROMPT]`.
 
-stdout carries only the generated text, streamed as it arrives (so it can be piped); the model
-summary, prompt length, speed and stop reason go to stderr. Bad input gets one `error:` line on
-stderr and exit status 2, checked before the model is loaded where possible.
+stdout carries only the generated text, streamed as it arrives (so it can be piped), ending with
+whatever the stream still held back when generation stopped; the model summary, prompt length,
+speed and stop reason go to stderr. Bad input gets one `error:` line on stderr and exit status 2:
+every option and every file (tokenizer, config, generation config, and that they fit each other)
+is checked before the weights are loaded.
 """
 
 import argparse
@@ -10,8 +12,10 @@ import os
 import sys
 import time
 
+from .config import Qwen2Config
 from .errors import NpqwenError
-from .generation import context_limit, default_settings, eos_token_ids, generate, read_generation_config
+from .generation import context_limit, generate
+from .generation_config import default_settings, eos_token_ids, read_generation_config
 from .model import load_model
 from .sampling import SamplingSettings
 from .tokenizer import Tokenizer
@@ -22,7 +26,16 @@ DEMO_MODEL = os.path.join(ROOT, "golden", "checkpoints", "demo")
 
 class _Parser(argparse.ArgumentParser):
     def error(self, message):  # one line, exit 2, no usage dump
-        raise NpqwenError(message)
+        if message.endswith("expected one argument"):  # e.g. --temperature -inf: "-inf" reads as an option
+            message += " (write a value that starts with '-' as --option=-value)"
+        raise NpqwenError(_printable(message))
+
+
+def _printable(text):
+    """Text typed by a user, as it may appear in a one-line message: control characters (a newline),
+    and the lone surrogates that stand for bytes that are not UTF-8, written as escapes."""
+    return "".join(c if c.isprintable() else c.encode("unicode_escape", "backslashreplace").decode("ascii")
+                   for c in text)
 
 
 def _parser():
@@ -40,7 +53,7 @@ def _parser():
     p.add_argument("--weights", choices=("auto", "float32", "stream"), default="auto",
                    help="float32: upcast all weights once (fastest); stream: keep bf16 memory-mapped and upcast "
                         "one layer at a time (least memory); auto: float32 if it fits in memory")
-    p.add_argument("--seed", type=int, default=None, help="same seed, same output")
+    p.add_argument("--seed", type=int, default=None, help="an integer >= 0, any size: same seed, same output")
     p.add_argument("--chat", action="store_true", help="wrap the prompt in the checkpoint's chat template; "
                    "without a prompt, an interactive multi-turn chat")
     p.add_argument("--system", help="system message for --chat")
@@ -48,9 +61,14 @@ def _parser():
 
 
 def _validate(args):
-    """Every option checked before anything is loaded."""
+    """Every option checked before anything is loaded. Whatever --max-new-tokens asks, generation
+    stops at the context limit and nothing is sized past it; --top-k above the vocabulary keeps
+    every token (as transformers clamps it); a negative --seed is refused rather than mapped to
+    another seed (some tools read -1 as "random"; here that is leaving --seed out)."""
     if args.max_new_tokens is not None and args.max_new_tokens < 1:
         raise NpqwenError(f"--max-new-tokens must be at least 1, found {args.max_new_tokens}")
+    if args.seed is not None and args.seed < 0:
+        raise NpqwenError(f"--seed must be an integer >= 0 (leave it out for a random seed), found {args.seed}")
     given = {k: getattr(args, k) for k in ("temperature", "top_k", "top_p", "min_p", "repetition_penalty")
              if getattr(args, k) is not None}
     SamplingSettings(**given).validate()
@@ -58,40 +76,58 @@ def _validate(args):
         raise NpqwenError("--system needs --chat")
     if args.prompt is not None and args.file is not None:
         raise NpqwenError("give the prompt as an argument or with --file, not both")
+    for value, where, what in ((args.prompt, "the command line", "the prompt"), (args.system, "--system", "the text")):
+        if value is not None:  # an argument that was not UTF-8 arrives with lone surrogates
+            _utf8(os.fsencode(value), where, what)
     if not os.path.isdir(args.model):
-        raise NpqwenError(f"--model {args.model}: no such folder")
+        raise NpqwenError(f"--model {_printable(args.model)}: no such folder")
     return given
+
+
+# Far more text than the longest Qwen2 context holds (about 4 bytes a token): a prompt file or
+# input this large is a mistake (--file /dev/zero), not a prompt to read into memory.
+MAX_PROMPT_BYTES = 64 << 20
 
 
 def _read_prompt(args):
     if args.file is not None:
         try:
             with open(args.file, "rb") as f:
-                raw = f.read()
-        except OSError as e:
-            raise NpqwenError(f"--file {args.file}: {e.strerror}") from None
-        return _utf8(raw, args.file)
-    if args.prompt == "-" or (args.prompt is None and not args.chat and not sys.stdin.isatty()):
-        return _utf8(sys.stdin.buffer.read(), "standard input")
+                raw = f.read(MAX_PROMPT_BYTES + 1)
+        except (OSError, ValueError) as e:  # ValueError: a path with a NUL byte
+            raise NpqwenError(f"--file {_printable(args.file)}: {getattr(e, 'strerror', None) or e}") from None
+        return _utf8(_limited(raw, _printable(args.file)), _printable(args.file))
+    if args.prompt == "-" or (args.prompt is None and not args.chat and not _stdin().isatty()):
+        return _utf8(_limited(_stdin().buffer.read(MAX_PROMPT_BYTES + 1), "standard input"), "standard input")
     return args.prompt
 
 
-def _utf8(raw, where):
+def _limited(raw, where):
+    if len(raw) > MAX_PROMPT_BYTES:
+        raise NpqwenError(f"{where}: more than {MAX_PROMPT_BYTES >> 20} MB of prompt, far more than a context holds")
+    return raw
+
+
+def _stdin():
+    if sys.stdin is None:  # started with standard input closed
+        raise NpqwenError("no standard input to read the prompt from")
+    return sys.stdin
+
+
+def _utf8(raw, where, what="the prompt"):
     try:
         return raw.decode("utf-8")
     except UnicodeDecodeError as e:
-        raise NpqwenError(f"{where}: the prompt is not valid UTF-8 (byte {e.start})") from None
+        raise NpqwenError(f"{where}: {what} is not valid UTF-8 (byte {e.start})") from None
 
 
-def _settings(args, given, gen_cfg):
-    s = default_settings(gen_cfg)
+def _settings(given, gen_cfg):
+    """The options given over the checkpoint's defaults. A --temperature above 0 on a greedy-by-default
+    checkpoint asks for sampling: the file's (or transformers') top-k, top-p and min-p then apply."""
+    sampling = given.get("temperature", 0) > 0 or None
+    s = default_settings(gen_cfg, do_sample=sampling)
     for k, v in given.items():
         setattr(s, k, v)
-    if "temperature" in given and given["temperature"] > 0 and not gen_cfg.get("do_sample"):
-        # Sampling asked for on a greedy-by-default checkpoint: transformers' defaults apply.
-        s.top_k = given.get("top_k", gen_cfg.get("top_k", 50))
-        s.top_p = given.get("top_p", gen_cfg.get("top_p", 1.0))
-        s.min_p = given.get("min_p", gen_cfg.get("min_p") or 0.0)
     return s.validate()
 
 
@@ -119,6 +155,8 @@ def _run(model, tok, ids, args, settings, eos, max_new):
 
 
 def generate_main(argv=None) -> int:
+    if getattr(sys.stdout, "errors", None) == "strict" and hasattr(sys.stdout, "reconfigure"):
+        sys.stdout.reconfigure(errors="replace")  # an ASCII or Latin-1 terminal gets "?", not a traceback
     try:
         args = _parser().parse_args(argv)
         given = _validate(args)
@@ -127,19 +165,21 @@ def generate_main(argv=None) -> int:
             raise NpqwenError("the prompt is empty")
 
         t0 = time.perf_counter()
-        tok = Tokenizer(args.model)  # first: a missing tokenizer should not wait for a big model to load
-        model = load_model(args.model, weights=args.weights)
-        gen_cfg = read_generation_config(args.model)
-        settings = _settings(args, given, gen_cfg)
-        eos = eos_token_ids(model.config, gen_cfg)
-        max_new = args.max_new_tokens or gen_cfg.get("max_new_tokens") or 256
-        cfg = model.config
+        # Every small file first: a bad one should not wait for a big model to load.
+        tok = Tokenizer(args.model)
+        cfg = Qwen2Config.from_file(args.model)
+        tok.check_fits(cfg.vocab_size)
+        gen_cfg = read_generation_config(args.model, cfg.vocab_size)
+        settings = _settings(given, gen_cfg)
+        eos = eos_token_ids(cfg, gen_cfg)
+        max_new = args.max_new_tokens or gen_cfg.max_new_tokens or 256
         messages = [{"role": "system", "content": args.system}] if args.system else []
         if prompt is not None:  # encode and check the length before anything is printed
             ids = _encode(tok, messages + [{"role": "user", "content": prompt}] if args.chat else prompt)
             if len(ids) >= context_limit(cfg):
                 raise NpqwenError(f"the prompt is {len(ids)} tokens long; the model's context is "
                                   f"{context_limit(cfg)} tokens, leaving no room to generate")
+        model = load_model(args.model, weights=args.weights)
         mode = "greedy" if settings.temperature == 0 else (
             f"temperature {settings.temperature}, top-k {settings.top_k}, top-p {settings.top_p}, "
             f"min-p {settings.min_p}")
@@ -153,8 +193,8 @@ def generate_main(argv=None) -> int:
         else:
             _interactive(model, tok, messages, args, settings, eos, max_new)
         return 0
-    except NpqwenError as e:
-        print(f"error: {e}", file=sys.stderr)
+    except NpqwenError as e:  # (a message's later lines, such as a list of problems, are indented)
+        print("error: " + "\n".join(_printable(line) for line in str(e).split("\n")), file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("", file=sys.stderr)
@@ -162,6 +202,8 @@ def generate_main(argv=None) -> int:
     except BrokenPipeError:  # e.g. piped into `head`
         sys.stderr.close()
         return 0
+    except SystemExit as e:  # --help
+        return e.code or 0
 
 
 def _encode(tok, prompt_or_messages):
@@ -177,8 +219,9 @@ def _encode(tok, prompt_or_messages):
 def _interactive(model, tok, messages, args, settings, eos, max_new):
     print("[interactive chat: an empty line or Ctrl-D ends it]", file=sys.stderr)
     while True:
-        print("> ", end="", file=sys.stderr, flush=True)
-        line = sys.stdin.readline()
+        if _stdin().isatty():  # (piped, a prompt would only clutter stderr)
+            print("> ", end="", file=sys.stderr, flush=True)
+        line = _utf8(_limited(_stdin().buffer.readline(MAX_PROMPT_BYTES + 1), "standard input"), "standard input")
         if not line.strip():
             return
         messages.append({"role": "user", "content": line.rstrip("\n")})

@@ -4,25 +4,28 @@
     loop: sample a token from the logits -> yield it -> stop at eos / max tokens / context limit
           -> forward that one token against the cache -> logits
 
-`generate` is the streaming API for one prompt (text or ids); `generate_batch` runs several prompts
-of different lengths together, left-padded, giving each the tokens it would get alone.
+`generate` is the streaming API for one prompt (text or ids): the text of its tokens, joined, is
+the decoded continuation, nothing held back at the end. `generate_batch` runs several prompts of
+different lengths together, left-padded, giving each the tokens it would get alone.
 """
 
-import json
-import os
+import numbers
 from dataclasses import dataclass
 
 import numpy as np
 
 from .cache import KVCache
 from .errors import NpqwenError
+from .generation_config import eos_token_ids
+from .model import available_memory
 from .sampling import SamplingSettings, sample
 
 
 @dataclass
 class Token:
     id: int
-    text: str = ""                    # the text this token completes ("" mid-character, or without tokenizer)
+    text: str = ""                    # the text this token completes ("" mid-character, or without tokenizer);
+                                      # the last token's also carries what was held back, as decode renders it
     finish_reason: str | None = None  # on the last token: "eos", "length" (max_new_tokens) or "context"
 
 
@@ -45,14 +48,19 @@ def generate_steps(model, prompts, max_new_tokens, settings=None, seed=None, eos
     cfg = model.config
     if not prompts or any(len(p) == 0 for p in prompts):
         raise NpqwenError("empty prompt: give at least one token")
-    if max_new_tokens < 1:
-        raise NpqwenError(f"max_new_tokens must be at least 1, found {max_new_tokens}")
+    if not _is_int(max_new_tokens) or max_new_tokens < 1:
+        raise NpqwenError(f"max_new_tokens must be an integer of at least 1, found {max_new_tokens!r}")
+    if not _is_int(min_new_tokens) or min_new_tokens < 0:
+        raise NpqwenError(f"min_new_tokens must be an integer of at least 0, found {min_new_tokens!r}")
+    if seed is not None and (not _is_int(seed) or seed < 0):
+        raise NpqwenError(f"the seed must be an integer >= 0 (or None for a random one), found {seed!r}")
     b, T = len(prompts), max(len(p) for p in prompts)
     limit = max_context or context_limit(cfg)
     if T >= limit:
         raise NpqwenError(f"the prompt is {T} tokens long; the model's context is {limit} tokens, "
                           f"leaving no room to generate")
-    steps = min(max_new_tokens, limit - T)
+    steps = min(max_new_tokens, limit - T)  # whatever max_new_tokens asks, nothing is sized past the context
+    _check_cache_fits(cfg, b, T + steps)
 
     ids = np.full((b, T), pad_id, np.int64)
     mask = np.zeros((b, T), np.int64)
@@ -79,8 +87,26 @@ def generate_steps(model, prompts, max_new_tokens, settings=None, seed=None, eos
         logits = model.forward(nxt[:, None], cache=cache).logits[:, -1]
 
 
+def _is_int(x) -> bool:
+    return isinstance(x, numbers.Integral) and not isinstance(x, bool)
+
+
+def _check_cache_fits(cfg, batch, positions):
+    """The KV cache is allocated for every position generation may reach; refuse one larger than
+    the memory available (a huge context with a huge max_new_tokens) instead of failing mid-way."""
+    need = 2 * cfg.num_hidden_layers * batch * cfg.num_key_value_heads * positions * cfg.head_dim * 4
+    if need > available_memory():
+        rows = f" x {batch} sequences" if batch > 1 else ""
+        raise NpqwenError(f"the KV cache for {positions} positions{rows} needs {need / 1e9:,.1f} GB, more memory "
+                          f"than is available: lower max_new_tokens")
+
+
 def generate(model, tokenizer, prompt, max_new_tokens=256, settings=None, seed=None, eos_ids=None, max_context=None):
-    """Stream the continuation of one prompt (a string, or a list of token ids) as Token objects."""
+    """Stream the continuation of one prompt (a string, or a list of token ids) as Token objects.
+    With a tokenizer, the texts of the tokens joined are tokenizer.decode(ids, skip_special_tokens=True)
+    of the new ids, whatever stopped generation."""
+    if tokenizer is not None:
+        tokenizer.check_fits(model.config.vocab_size)
     if isinstance(prompt, str):
         if tokenizer is None:
             raise NpqwenError("a text prompt needs a tokenizer; pass token ids to run without one")
@@ -99,7 +125,9 @@ def generate(model, tokenizer, prompt, max_new_tokens=256, settings=None, seed=N
         n += 1
         reason = ("eos" if tok in eos_ids else "length" if n == max_new_tokens
                   else "context" if len(ids) + n >= limit else None)
-        text = stream.feed(tok) if stream is not None and reason != "eos" else ""
+        text = ""
+        if stream is not None:  # the eos id too, as transformers' streamer gets it (a special token decodes to "")
+            text = stream.feed(tok) + (stream.flush() if reason else "")
         yield Token(tok, text, reason)
 
 
@@ -118,36 +146,3 @@ def generate_batch(model, prompts, max_new_tokens, settings=None, seed=None, eos
                 out[r].append(int(tok))
                 done[r] = int(tok) in eos_ids
     return out
-
-
-def eos_token_ids(config, generation_config=None) -> list:
-    """The end-of-sequence ids: generation_config.json's eos_token_id (an id or a list), else config.json's."""
-    v = (generation_config or {}).get("eos_token_id", config.eos_token_id)
-    if v is None:
-        return []
-    return [int(x) for x in (v if isinstance(v, list) else [v])]
-
-
-def read_generation_config(folder) -> dict:
-    path = os.path.join(folder, "generation_config.json")
-    if not os.path.isfile(path):
-        return {}
-    try:
-        with open(path, encoding="utf-8") as f:
-            d = json.load(f)
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise NpqwenError(f"{path}: not valid UTF-8 JSON ({e})") from None
-    if not isinstance(d, dict):
-        raise NpqwenError(f"{path}: expected a JSON object")
-    return d
-
-
-def default_settings(generation_config: dict) -> SamplingSettings:
-    """Sampling defaults as transformers derives them from generation_config.json: greedy unless
-    do_sample is true; then temperature 1.0, top_k 50, top_p 1.0 unless the file says otherwise."""
-    g = generation_config
-    rp = g.get("repetition_penalty") or 1.0
-    if not g.get("do_sample"):
-        return SamplingSettings(temperature=0.0, repetition_penalty=rp)
-    return SamplingSettings(temperature=g.get("temperature", 1.0) or 0.0, top_k=g.get("top_k", 50) or 0,
-                            top_p=g.get("top_p", 1.0) or 1.0, min_p=g.get("min_p") or 0.0, repetition_penalty=rp)

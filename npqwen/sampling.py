@@ -3,8 +3,13 @@
 Each takes logits [b, vocab] (float32) and returns new logits, with removed tokens set to -inf.
 `sample` applies them in transformers' order: repetition penalty, then temperature, top-k, top-p,
 min-p, and draws from the softmax; temperature 0 means greedy (argmax after the penalty).
+Every value `validate` accepts works, extreme ones included (a temperature of 1e-300, a penalty of
+1e300): the logits are shifted so that their maximum is 0 before the temperature divides them, and
+an infinitely favoured token (a positive logit divided by a vanishing penalty) takes all the
+probability, so nothing overflows into NaN.
 """
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -13,6 +18,7 @@ from .errors import NpqwenError
 from .primitives import softmax
 
 FILTERED = -np.inf
+F32 = np.finfo(np.float32)
 
 
 @dataclass
@@ -24,17 +30,32 @@ class SamplingSettings:
     repetition_penalty: float = 1.0  # 1 = off
 
     def validate(self):
-        if not np.isfinite(self.temperature) or self.temperature < 0:
-            raise NpqwenError(f"temperature must be >= 0 (0 = greedy), found {self.temperature}")
-        if self.top_k < 0:
-            raise NpqwenError(f"top-k must be >= 0 (0 = off), found {self.top_k}")
-        if not 0 < self.top_p <= 1:
-            raise NpqwenError(f"top-p must be in (0, 1], found {self.top_p}")
-        if not 0 <= self.min_p <= 1:
-            raise NpqwenError(f"min-p must be in [0, 1], found {self.min_p}")
-        if not np.isfinite(self.repetition_penalty) or self.repetition_penalty <= 0:
-            raise NpqwenError(f"repetition penalty must be > 0 (1 = off), found {self.repetition_penalty}")
+        t, k, p, m, r = self.temperature, self.top_k, self.top_p, self.min_p, self.repetition_penalty
+        if not _finite(t) or t < 0:
+            raise NpqwenError(f"temperature must be a finite number >= 0 (0 = greedy), found {t}")
+        if not _integer(k) or k < 0:
+            raise NpqwenError(f"top-k must be an integer >= 0 (0 = off), found {k}")
+        if not _finite(p) or not 0 < p <= 1:
+            raise NpqwenError(f"top-p must be in (0, 1], found {p}")
+        if not _finite(m) or not 0 <= m <= 1:
+            raise NpqwenError(f"min-p must be in [0, 1], found {m}")
+        if not _finite(r) or r <= 0:
+            raise NpqwenError(f"repetition penalty must be a finite number > 0 (1 = off), found {r}")
         return self
+
+
+def _integer(v) -> bool:
+    return isinstance(v, (int, np.integer)) and not isinstance(v, bool)
+
+
+def _finite(v) -> bool:
+    """A finite real number (NumPy's included; not a bool, not an int too large for a float)."""
+    if not isinstance(v, (int, float, np.integer, np.floating)) or isinstance(v, bool):
+        return False
+    try:
+        return math.isfinite(v)
+    except OverflowError:
+        return False
 
 
 def repetition_penalty(logits, previous_ids, penalty):  # [b, V], [b, n] -> [b, V]
@@ -45,12 +66,30 @@ def repetition_penalty(logits, previous_ids, penalty):  # [b, V], [b, n] -> [b, 
     out = logits.copy()
     rows = np.arange(logits.shape[0])[:, None]
     seen = out[rows, previous_ids]
-    out[rows, previous_ids] = np.where(seen < 0, seen * penalty, seen / penalty)
+    p = _positive_float32(penalty)
+    with np.errstate(over="ignore"):  # a huge or vanishing penalty: +-inf, the limit it tends to
+        out[rows, previous_ids] = np.where(seen < 0, seen * p, seen / p)
     return out
 
 
 def temperature(logits, t):  # [b, V] -> [b, V]
-    return logits / np.float32(t)
+    with np.errstate(over="ignore"):  # a vanishing t sends all but the largest logits to -inf
+        return logits / _positive_float32(t)
+
+
+def _positive_float32(x):
+    """x as a float32 that is neither 0 nor inf (1e-300 would round to 0 and divide 0 by 0)."""
+    return np.float32(min(max(float(x), float(F32.smallest_subnormal)), float(F32.max)))
+
+
+def _max_to_zero(logits):  # [b, V] -> [b, V]
+    """Shift each row so that its largest logit is 0 (the distribution is unchanged) and no
+    temperature can overflow it. A row whose largest logit is +inf (a token forced by a vanishing
+    penalty) keeps only its +inf tokens; one whose largest is -inf (every token penalised away)
+    keeps them all."""
+    top = logits.max(axis=-1, keepdims=True)
+    with np.errstate(invalid="ignore"):  # inf - inf, where logits == top: replaced by 0
+        return np.where(logits == top, np.float32(0), logits - top)
 
 
 def top_k(logits, k):  # [b, V] -> [b, V]
@@ -94,7 +133,7 @@ def sample(logits, settings: SamplingSettings, rng: np.random.Generator, previou
         logits = repetition_penalty(logits, previous_ids, settings.repetition_penalty)
     if settings.temperature == 0:
         return logits.argmax(axis=-1)
-    logits = temperature(logits, settings.temperature)
+    logits = temperature(_max_to_zero(logits), settings.temperature)
     logits = top_k(logits, settings.top_k)
     logits = top_p(logits, settings.top_p)
     logits = min_p(logits, settings.min_p)

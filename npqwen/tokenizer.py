@@ -1,18 +1,25 @@
 """Text <-> token ids, streaming decoding and chat templates, from a checkpoint's own files.
 
 The tokenizers library does the byte-level BPE and the streaming decode (a character split over
-several byte-level tokens is only emitted once complete); Jinja's sandbox renders the chat
-template the way transformers' `apply_chat_template` does.
+several byte-level tokens is only emitted once complete; what a stream still holds back when it
+ends is flushed as `decode` renders it); Jinja's sandbox renders the chat template the way
+transformers' `apply_chat_template` does.
 
 Special-token text typed by a user (e.g. "<|im_end|>") is matched as the special token, as
 transformers' Qwen2 tokenizer does by default (split_special_tokens=False).
+
+tokenizer_config.json is checked for every field npqwen reads from it: `chat_template` (a string,
+or a list of {"name", "template"} objects) and the special tokens `bos_token`, `eos_token`,
+`pad_token` and `unk_token` (null, a string or {"content": string}; each a token of tokenizer.json).
 """
 
 import json
 import os
 from datetime import datetime
+from functools import cached_property
 
 from .errors import NpqwenError
+from .jsonfile import read_json_object, shown
 
 # Qwen's ChatML, used when a checkpoint ships no chat template.
 CHATML = (
@@ -28,6 +35,7 @@ class Tokenizer:
     def __init__(self, folder: str):
         from tokenizers import Tokenizer as HFTokenizer
 
+        self.folder = folder
         path = os.path.join(folder, "tokenizer.json")
         if not os.path.isfile(path):
             raise NpqwenError(f"{folder}: no tokenizer.json (run from token ids with the Python API instead)")
@@ -35,18 +43,38 @@ class Tokenizer:
             self.tok = HFTokenizer.from_file(path)
         except Exception as e:  # the library raises a plain Exception for malformed files
             raise NpqwenError(f"{path}: cannot be read as a tokenizer ({str(e).splitlines()[0][:200]})") from None
-        self.config = _read_json(os.path.join(folder, "tokenizer_config.json"), {})
-        self.chat_template = _chat_template(folder, self.config)
-        self.special_tokens = {k: _token_text(self.config.get(k)) for k in SPECIAL_TOKEN_KEYS}
+        config_path = os.path.join(folder, "tokenizer_config.json")
+        self.config = read_json_object(config_path, {})
+        self.special_tokens = {k: self._special_token(self.config.get(k), config_path, k) for k in SPECIAL_TOKEN_KEYS}
+        self.chat_template = _chat_template(folder, self.config, config_path)
 
     @property
     def vocab_size(self) -> int:
         return self.tok.get_vocab_size(with_added_tokens=True)
 
+    @cached_property
+    def max_id(self) -> int:
+        """The largest id the tokenizer can produce, added and special tokens included."""
+        return max(self.tok.get_vocab(with_added_tokens=True).values(), default=-1)
+
+    def check_fits(self, vocab_size: int):
+        """Refuse a tokenizer with ids the model has no embedding for: one from another model."""
+        if self.max_id >= vocab_size:
+            raise NpqwenError(f"{self.folder}: the tokenizer has {self.max_id + 1} ids (added and special tokens "
+                              f"included) but the model's vocab_size is {vocab_size}: the tokenizer is from a "
+                              f"different model")
+
     def token_id(self, text):
         return self.tok.token_to_id(text) if text else None
 
     def encode(self, text: str) -> list[int]:
+        if not isinstance(text, str):
+            raise NpqwenError(f"the text to encode must be a string, found {type(text).__name__}")
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError as e:  # a lone surrogate: how Python carries a byte that is not UTF-8
+            raise NpqwenError(f"the text is not valid Unicode (a lone surrogate at character {e.start}: "
+                              f"read from bytes that are not UTF-8?)") from None
         return self.tok.encode(text, add_special_tokens=False).ids
 
     def decode(self, ids, skip_special_tokens=False) -> str:
@@ -54,13 +82,17 @@ class Tokenizer:
 
     def stream(self, skip_special_tokens=True):
         """A decoder fed one id at a time: `feed(id)` returns the text completed by that id ("" while a
-        multi-byte character is still incomplete)."""
+        multi-byte character is still incomplete); `flush()`, at the end, the text still held back."""
         return _Stream(self.tok, skip_special_tokens)
 
     def apply_chat_template(self, messages, tools=None, add_generation_prompt=True) -> str:
         """Render a conversation [{"role": ..., "content": ...}, ...] to the prompt text."""
         from jinja2.exceptions import TemplateError
 
+        if self.chat_template is None:
+            names = ", ".join(repr(d["name"]) for d in self.config["chat_template"])
+            raise NpqwenError(f"{os.path.join(self.folder, 'tokenizer_config.json')}: field 'chat_template' has "
+                              f"templates named {names} but none named 'default', the one a chat uses")
         try:
             template = _compile(self.chat_template)
             return template.render(messages=messages, tools=tools, add_generation_prompt=add_generation_prompt,
@@ -71,44 +103,71 @@ class Tokenizer:
     def encode_chat(self, messages, tools=None, add_generation_prompt=True) -> list[int]:
         return self.encode(self.apply_chat_template(messages, tools, add_generation_prompt))
 
+    def _special_token(self, v, src, field):
+        """tokenizer_config.json writes a special token as a string or as {"content": string}; chat
+        templates render its text, so it must be a token of tokenizer.json."""
+        if v is None:
+            return None
+        text = v.get("content") if isinstance(v, dict) else v
+        if not isinstance(text, str):
+            raise NpqwenError(f'{src}: field \'{field}\' must be null, a token\'s text or {{"content": text}}, '
+                              f"found {shown(v)}")
+        if self.tok.token_to_id(text) is None:
+            raise NpqwenError(f"{src}: field '{field}' is {shown(text)}, which is not a token of tokenizer.json")
+        return text
+
 
 class _Stream:
+    """tokenizers' DecodeStream holds back the ids of a character whose bytes are incomplete. If the
+    stream ends there, `flush` renders them as `decode` does (U+FFFD for incomplete bytes, as
+    errors="replace"), as transformers' TextStreamer.end() and mlx-lm's finalize() do: all that
+    `feed` and `flush` return, joined, is `decode(ids)`."""
+
     def __init__(self, tok, skip_special_tokens):
+        self.tok, self.skip = tok, skip_special_tokens
+        self._start()
+
+    def _start(self):
         from tokenizers.decoders import DecodeStream
 
-        self.tok, self.ds = tok, DecodeStream(skip_special_tokens=skip_special_tokens)
+        self.ds = DecodeStream(skip_special_tokens=self.skip)
+        self.ids, self.emitted = [], 0   # every id fed; characters returned so far
 
     def feed(self, token_id: int) -> str:
-        return self.ds.step(self.tok, int(token_id)) or ""
+        self.ids.append(int(token_id))
+        text = self.ds.step(self.tok, int(token_id)) or ""
+        self.emitted += len(text)
+        return text
+
+    def flush(self) -> str:
+        """What the ids fed so far decode to beyond the text already returned; the stream then starts afresh."""
+        text = self.tok.decode(self.ids, skip_special_tokens=self.skip)[self.emitted:]
+        self._start()
+        return text
 
 
-def _read_json(path, default):
-    if not os.path.isfile(path):
-        return default
-    try:
-        with open(path, encoding="utf-8") as f:
-            return json.load(f)
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise NpqwenError(f"{path}: not valid UTF-8 JSON ({e})") from None
-
-
-def _token_text(v):
-    """tokenizer_config.json writes special tokens as strings or as {"content": ...} objects."""
-    return v.get("content") if isinstance(v, dict) else v
-
-
-def _chat_template(folder, config):
+def _chat_template(folder, config, src):
     """transformers 5.x saves the template to chat_template.jinja; 4.x kept it in tokenizer_config.json,
-    sometimes as a list of named templates."""
+    sometimes as a list of named templates. -> the template's text; None for named templates with none
+    named "default" (an error when a chat needs one; plain prompts work without)."""
     jinja_path = os.path.join(folder, "chat_template.jinja")
     if os.path.isfile(jinja_path):
-        with open(jinja_path, encoding="utf-8") as f:
-            return f.read()
+        with open(jinja_path, "rb") as f:
+            raw = f.read()
+        try:
+            return raw.decode("utf-8")
+        except UnicodeDecodeError as e:
+            raise NpqwenError(f"{jinja_path}: not UTF-8 text ({e.reason} at byte {e.start})") from None
     t = config.get("chat_template")
-    if isinstance(t, list):
-        named = {d.get("name"): d.get("template") for d in t if isinstance(d, dict)}
-        t = named.get("default")
-    return t if isinstance(t, str) else CHATML
+    if t is None:
+        return CHATML
+    if isinstance(t, str):
+        return t
+    if not isinstance(t, list) or not t or not all(
+            isinstance(d, dict) and isinstance(d.get("name"), str) and isinstance(d.get("template"), str) for d in t):
+        raise NpqwenError(f"{src}: field 'chat_template' must be a template (a string) or a list of "
+                          f'{{"name": ..., "template": ...}} objects, found {shown(t)}')
+    return {d["name"]: d["template"] for d in t}.get("default")
 
 
 _compiled = {}

@@ -199,6 +199,46 @@ def not_utf8_file(tmp):
     cli("--file", path)
 
 
+def edit_json(d, name, **changes):
+    path = os.path.join(d, name)
+    with open(path) as f:
+        data = json.load(f)
+    data.update(changes)
+    with open(path, "w") as f:
+        json.dump(data, f)
+
+
+def demo_with(file, **changes):
+    """The demo checkpoint with fields of one of its JSON files changed, run from the command line."""
+    def case(tmp):
+        d = copy_ckpt(tmp, DEMO)
+        edit_json(d, file, **changes)
+        cli("--model", d, "hi")
+    return case
+
+
+def config_eos_string(tmp):
+    d = copy_ckpt(tmp)
+    edit_config(d, eos_token_id="<|im_end|>")
+    list(generate(load_model(d), None, [1, 2, 3], 4))
+
+
+def template_file_not_utf8(tmp):
+    d = copy_ckpt(tmp, DEMO)
+    open(os.path.join(d, "chat_template.jinja"), "wb").write(b"{{ 'caf\xe9' }}")
+    cli("--model", d, "--chat", "hi")
+
+
+def tokenizer_of_another_model(tmp):
+    d = copy_ckpt(tmp)   # a golden model: 320 embeddings
+    shutil.copy(os.path.join(DEMO, "tokenizer.json"), d)
+    cli("--model", d, "hi")
+
+
+def kv_cache_too_large(tmp):
+    list(generate(load_model(GOLDEN), None, [1, 2, 3], max_new_tokens=10**13, eos_ids=[], max_context=10**13))
+
+
 CASES = [
     ("checkpoint: only `pytorch_model.bin` (a pickle)", only_pickle, "safetensors"),
     ("checkpoint: no weights file", no_weights, "no model.safetensors"),
@@ -221,16 +261,38 @@ CASES = [
     ("config.json: rope scaling type longrope", config_case(rope_parameters={"rope_type": "longrope", "factor": 2.0}), "longrope"),
     ("config.json: a string where a size belongs", config_case(num_hidden_layers="3"), "num_hidden_layers"),
     ("weights: a NaN in layer 2", nan_weights, "decoder layer 2"),
+    ("generation: a KV cache larger than memory (10^13 new tokens in a 10^13-token context)", kv_cache_too_large,
+     "KV cache"),
+    ("config.json: eos_token_id a string", config_eos_string, "eos_token_id"),
+    ("generation_config.json: eos_token_id a string", demo_with("generation_config.json", eos_token_id="<|im_end|>"),
+     "eos_token_id"),
+    ("generation_config.json: an eos id outside the vocabulary", demo_with("generation_config.json",
+                                                                           eos_token_id=[4002, 151645]), "151645"),
+    ("generation_config.json: top_p 1.5", demo_with("generation_config.json", do_sample=True, top_p=1.5), "top_p"),
+    ("generation_config.json: temperature a string", demo_with("generation_config.json", temperature="0.7"),
+     "temperature"),
     ("tokenizer.json: missing (text prompt from the command line)", tokenizer_missing, "tokenizer.json"),
     ("tokenizer.json: unreadable", tokenizer_broken, "tokenizer.json"),
+    ("tokenizer.json: from another model (ids past the model's vocab_size)", tokenizer_of_another_model,
+     "vocab_size is 320"),
+    ("tokenizer_config.json: eos_token not a token of tokenizer.json", demo_with("tokenizer_config.json",
+                                                                                 eos_token="</s>"), "eos_token"),
+    ("tokenizer_config.json: chat_template a number", demo_with("tokenizer_config.json", chat_template=3),
+     "chat_template"),
+    ("chat_template.jinja: not UTF-8", template_file_not_utf8, "not UTF-8"),
     ("chat template: raises", template_raises, "roles must alternate"),
     ("prompt: empty", lambda tmp: cli(""), "empty"),
     ("prompt: longer than the context", lambda tmp: cli("--max-new-tokens", "4", "word " * 5000), "context"),
     ("prompt: --file not UTF-8", not_utf8_file, "UTF-8"),
     ("prompt: stdin not UTF-8", lambda tmp: cli("-", stdin=b"\xff\xfe"), "UTF-8"),
+    ("prompt: argument not UTF-8", lambda tmp: cli(os.fsdecode(b"caf\xe9")), "UTF-8"),
+    ("prompt: --file /dev/zero (endless)", lambda tmp: cli("--file", "/dev/zero"), "64 MB"),
     ("option: --temperature -1", lambda tmp: cli("--temperature", "-1", "hi"), "temperature"),
     ("option: --top-p 0", lambda tmp: cli("--top-p", "0", "hi"), "top-p"),
     ("option: --max-new-tokens 0", lambda tmp: cli("--max-new-tokens", "0", "hi"), "max-new-tokens"),
+    ("option: --temperature nan", lambda tmp: cli("--temperature", "nan", "hi"), "temperature"),
+    ("option: --seed -1", lambda tmp: cli("--seed", "-1", "hi"), "seed"),
+    ("option: --top-p -inf (a value that reads as an option)", lambda tmp: cli("--top-p", "-inf", "hi"), "--top-p"),
     ("option: --model that does not exist", lambda tmp: cli("--model", "/no/such/dir", "hi"), "no such folder"),
 ]
 

@@ -21,11 +21,11 @@ def test_greedy_equals_transformers_generate(case):
     """Token for token, for single prompts and left-padded batches. The export ran generate with
     min_new_tokens = max_new_tokens, so eos ids (the demo's) were suppressed throughout, and with
     the checkpoint's generation_config (greedy, no penalty, for all of them)."""
-    from npqwen.generation import default_settings, eos_token_ids, read_generation_config
+    from npqwen.generation_config import default_settings, eos_token_ids, read_generation_config
     from conftest import CHECKPOINTS
     ref = load_file(f"{REFERENCES}/{case}.safetensors")
     model = golden_model(case)
-    gen_cfg = read_generation_config(f"{CHECKPOINTS}/{case}")
+    gen_cfg = read_generation_config(f"{CHECKPOINTS}/{case}", model.config.vocab_size)
     for k, _ in enumerate(golden_meta(case)["prompts"]):
         want = ref[f"p{k}.generated"]
         n = want.shape[1]

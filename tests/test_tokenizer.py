@@ -81,3 +81,95 @@ def test_missing_or_broken_tokenizer(tmp_path):
     (tmp_path / "tokenizer.json").write_text("{not json")
     with pytest.raises(NpqwenError, match="tokenizer.json"):
         Tokenizer(str(tmp_path))
+
+
+# ---------------------------------------------------------------------------------------------
+# tokenizer_config.json, field by field, and the tokenizer against the model
+
+def demo_tokenizer_folder(tmp_path, config=None):
+    from conftest import CHECKPOINTS
+    (tmp_path / "tokenizer.json").symlink_to(os.path.join(CHECKPOINTS, "demo", "tokenizer.json"))
+    if config is not None:
+        (tmp_path / "tokenizer_config.json").write_text(json.dumps(config))
+    return str(tmp_path)
+
+
+@pytest.mark.parametrize("config,fragment", [
+    ({"eos_token": 5}, "field 'eos_token' must be null, a token's text or {\"content\": text}, found 5"),
+    ({"pad_token": {"content": ["<|endoftext|>"]}}, "field 'pad_token' must be null"),
+    ({"bos_token": "<s>"}, "field 'bos_token' is '<s>', which is not a token of tokenizer.json"),
+    ({"unk_token": {"content": "<unk>"}}, "field 'unk_token' is '<unk>'"),
+    ({"chat_template": 5}, "field 'chat_template' must be a template (a string) or a list of"),
+    ({"chat_template": [{"name": "default"}]}, "found [{'name': 'default'}]"),
+    ({"chat_template": []}, "found []"),
+])
+def test_tokenizer_config_fields_are_checked(tmp_path, config, fragment):
+    folder = demo_tokenizer_folder(tmp_path, config)
+    with pytest.raises(NpqwenError) as e:
+        Tokenizer(folder)
+    assert str(e.value).startswith(os.path.join(folder, "tokenizer_config.json") + ": ") and fragment in str(e.value)
+
+
+def test_tokenizer_config_good_forms(tmp_path):
+    folder = demo_tokenizer_folder(tmp_path, {"eos_token": {"content": "<|im_end|>", "special": True},
+                                              "pad_token": "<|endoftext|>", "bos_token": None,
+                                              "chat_template": [{"name": "default", "template": "D{{ eos_token }}"},
+                                                                {"name": "tool_use", "template": "T"}]})
+    tok = Tokenizer(folder)
+    assert tok.special_tokens == {"bos_token": None, "eos_token": "<|im_end|>", "pad_token": "<|endoftext|>",
+                                  "unk_token": None}
+    assert tok.apply_chat_template([]) == "D<|im_end|>"
+
+
+def test_named_templates_without_default_fail_only_for_chat(tmp_path):
+    folder = demo_tokenizer_folder(tmp_path, {"chat_template": [{"name": "tool_use", "template": "T"}]})
+    tok = Tokenizer(folder)
+    assert tok.encode("hi")                                   # plain prompts work
+    with pytest.raises(NpqwenError, match="templates named 'tool_use' but none named 'default'"):
+        tok.encode_chat([{"role": "user", "content": "hi"}])
+
+
+@pytest.mark.parametrize("content,fragment", [
+    (b"[1, 2]", "expected a JSON object, found an array"),
+    (b'{"eos_token": "caf\xe9"}', "not UTF-8 text"),
+    (b'{"eos_token": ', "not valid JSON"),
+])
+def test_tokenizer_config_unreadable(tmp_path, content, fragment):
+    folder = demo_tokenizer_folder(tmp_path)
+    (tmp_path / "tokenizer_config.json").write_bytes(content)
+    with pytest.raises(NpqwenError, match="tokenizer_config.json: " + fragment):
+        Tokenizer(folder)
+
+
+def test_chat_template_file_not_utf8(tmp_path):
+    folder = demo_tokenizer_folder(tmp_path)
+    (tmp_path / "chat_template.jinja").write_bytes(b"{{ 'caf\xe9' }}")
+    with pytest.raises(NpqwenError, match="chat_template.jinja: not UTF-8"):
+        Tokenizer(folder)
+
+
+def test_text_that_is_not_unicode_is_refused():
+    tok = qwen("qwen2")
+    with pytest.raises(NpqwenError, match="lone surrogate at character 3"):
+        tok.encode("caf\udce9")          # what Python makes of the bytes b"caf\xe9" read with surrogateescape
+
+
+@pytest.mark.parametrize("version,ids", [("qwen2", 151646), ("qwen2.5", 151665)])
+def test_tokenizer_must_fit_the_model(version, ids):
+    """The genuine tokenizers' added tokens reach past the base vocabulary (151643); Qwen2 models
+    have 151936 embeddings (152064 for the 7B)."""
+    tok = qwen(version)
+    assert tok.max_id + 1 == ids
+    tok.check_fits(151936)
+    tok.check_fits(ids)
+    with pytest.raises(NpqwenError) as e:
+        tok.check_fits(151643)
+    assert f"has {ids} ids" in str(e.value) and "vocab_size is 151643" in str(e.value)
+
+
+def test_generate_refuses_a_tokenizer_from_another_model():
+    from conftest import CHECKPOINTS, golden_model
+    from npqwen.generation import generate
+    tok = Tokenizer(os.path.join(CHECKPOINTS, "demo"))      # 4003 ids; the golden models have 320
+    with pytest.raises(NpqwenError, match="4003 ids .* vocab_size is 320"):
+        next(generate(golden_model("gqa3_bf16"), tok, [1, 2, 3], 4))
