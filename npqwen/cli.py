@@ -18,7 +18,7 @@ from .generation import context_limit, generate
 from .generation_config import default_settings, eos_token_ids, read_generation_config
 from .model import load_model
 from .sampling import SamplingSettings
-from .tokenizer import Tokenizer
+from .tokenizer import HideThinking, Tokenizer
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEMO_MODEL = os.path.join(ROOT, "golden", "checkpoints", "demo")
@@ -57,6 +57,13 @@ def _parser():
     p.add_argument("--chat", action="store_true", help="wrap the prompt in the checkpoint's chat template; "
                    "without a prompt, an interactive multi-turn chat")
     p.add_argument("--system", help="system message for --chat")
+    think = p.add_mutually_exclusive_group()
+    think.add_argument("--think", dest="think", action="store_const", const=True,
+                       help="with --chat: ask a model that can reason first (Qwen3) to do so (its template's default)")
+    think.add_argument("--no-think", dest="think", action="store_const", const=False,
+                       help="with --chat: ask it to answer without reasoning (enable_thinking=False)")
+    p.add_argument("--hide-thinking", action="store_true",
+                   help="do not print the <think>...</think> block, only the answer")
     return p
 
 
@@ -74,6 +81,8 @@ def _validate(args):
     SamplingSettings(**given).validate()
     if args.system is not None and not args.chat:
         raise NpqwenError("--system needs --chat")
+    if args.think is not None and not args.chat:
+        raise NpqwenError(f"--{'' if args.think else 'no-'}think needs --chat (it is an argument of the chat template)")
     if args.prompt is not None and args.file is not None:
         raise NpqwenError("give the prompt as an argument or with --file, not both")
     for value, where, what in ((args.prompt, "the command line", "the prompt"), (args.system, "--system", "the text")):
@@ -132,16 +141,19 @@ def _settings(given, gen_cfg):
 
 
 def _run(model, tok, ids, args, settings, eos, max_new):
-    """Stream one continuation to stdout. -> the generated text (for chat history)."""
+    """Stream one continuation to stdout. -> the generated text (for chat history, reasoning included:
+    Qwen3's template itself drops earlier turns' reasoning)."""
     t0 = time.perf_counter()
     t_first, n, pieces, last = None, 0, [], None
+    shown = HideThinking(tok) if args.hide_thinking else (lambda token: token.text)
     for last in generate(model, tok, ids, max_new, settings, args.seed, eos):
         if t_first is None:
             t_first = time.perf_counter()
         n += 1
-        if last.text:
-            pieces.append(last.text)
-            sys.stdout.write(last.text)
+        pieces.append(last.text)
+        text = shown(last)
+        if text:
+            sys.stdout.write(text)
             sys.stdout.flush()
     t_end = time.perf_counter()
     if sys.stdout.isatty():
@@ -169,13 +181,18 @@ def generate_main(argv=None) -> int:
         tok = Tokenizer(args.model)
         cfg = Qwen2Config.from_file(args.model)
         tok.check_fits(cfg.vocab_size)
+        if args.think is not None and not tok.can_think:
+            raise NpqwenError(f"--{'' if args.think else 'no-'}think: the chat template of {_printable(args.model)} "
+                              f"has no enable_thinking switch")
+        if args.hide_thinking:
+            HideThinking(tok)  # refused now if the tokenizer has no <think> tokens
         gen_cfg = read_generation_config(args.model, cfg.vocab_size)
         settings = _settings(given, gen_cfg)
         eos = eos_token_ids(cfg, gen_cfg)
         max_new = args.max_new_tokens or gen_cfg.max_new_tokens or 256
         messages = [{"role": "system", "content": args.system}] if args.system else []
         if prompt is not None:  # encode and check the length before anything is printed
-            ids = _encode(tok, messages + [{"role": "user", "content": prompt}] if args.chat else prompt)
+            ids = _encode(tok, messages + [{"role": "user", "content": prompt}] if args.chat else prompt, args.think)
             if len(ids) >= context_limit(cfg):
                 raise NpqwenError(f"the prompt is {len(ids)} tokens long; the model's context is "
                                   f"{context_limit(cfg)} tokens, leaving no room to generate")
@@ -206,9 +223,9 @@ def generate_main(argv=None) -> int:
         return e.code or 0
 
 
-def _encode(tok, prompt_or_messages):
+def _encode(tok, prompt_or_messages, think=None):
     if isinstance(prompt_or_messages, list):
-        ids = tok.encode_chat(prompt_or_messages)
+        ids = tok.encode_chat(prompt_or_messages, **({} if think is None else {"enable_thinking": think}))
     else:
         ids = tok.encode(prompt_or_messages)
     if not ids:
@@ -225,7 +242,7 @@ def _interactive(model, tok, messages, args, settings, eos, max_new):
         if not line.strip():
             return
         messages.append({"role": "user", "content": line.rstrip("\n")})
-        reply = _run(model, tok, _encode(tok, messages), args, settings, eos, max_new)
+        reply = _run(model, tok, _encode(tok, messages, args.think), args, settings, eos, max_new)
         if not sys.stdout.isatty():
             sys.stdout.write("\n")
         messages.append({"role": "assistant", "content": reply})

@@ -101,9 +101,12 @@ def load_sparse_moe(up, cfg, p) -> SparseMoE:
     names = [f"{p}experts.{e}." for e in range(cfg.num_experts)]
     if up.stream:
         experts = StoredExperts(up, names)
-    else:
-        loaded = [load_dense_mlp(up, n) for n in names]
-        experts = Experts(np.stack([m.w_gate_up for m in loaded]), np.stack([m.w_down for m in loaded]))
+    else:  # upcast straight into [E, ...] arrays: no second copy of every expert
+        d, i = cfg.hidden_size, cfg.moe_intermediate_size
+        experts = Experts(np.empty((len(names), d, 2 * i), np.float32), np.empty((len(names), i, d), np.float32))
+        for e, n in enumerate(names):
+            up(n + "gate_proj.weight", n + "up_proj.weight", into=experts.w_gate_up[e])
+            up(n + "down_proj.weight", into=experts.w_down[e])
     shared = cfg.shared_expert_intermediate_size > 0
     return SparseMoE(router=up(p + "gate.weight"), experts=experts, top_k=cfg.num_experts_per_tok,
                      norm_topk_prob=cfg.norm_topk_prob,

@@ -28,8 +28,10 @@ def rms_norm(x, weight, eps):  # [..., d], [d] -> [..., d]
     """RMSNorm: x / sqrt(mean(x^2) + eps) * weight. No mean subtraction and no bias, unlike LayerNorm.
     Computed in float32 whatever the input dtype, as transformers does."""
     x = x.astype(np.float32, copy=False)
-    variance = np.mean(x * x, axis=-1, keepdims=True)
-    return weight * (x / np.sqrt(variance + np.float32(eps)))
+    variance = np.einsum("...i,...i->...", x, x)[..., None] / np.float32(x.shape[-1])  # mean(x^2), no x*x array
+    y = x / np.sqrt(variance + np.float32(eps))
+    y *= weight
+    return y
 
 
 def silu(x, out=None):  # [...] -> [...]

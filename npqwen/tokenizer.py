@@ -85,8 +85,9 @@ class Tokenizer:
         multi-byte character is still incomplete); `flush()`, at the end, the text still held back."""
         return _Stream(self.tok, skip_special_tokens)
 
-    def apply_chat_template(self, messages, tools=None, add_generation_prompt=True) -> str:
-        """Render a conversation [{"role": ..., "content": ...}, ...] to the prompt text."""
+    def apply_chat_template(self, messages, tools=None, add_generation_prompt=True, **template_kwargs) -> str:
+        """Render a conversation [{"role": ..., "content": ...}, ...] to the prompt text. Extra keyword
+        arguments reach the template, as in transformers: Qwen3's takes enable_thinking=True/False."""
         from jinja2.exceptions import TemplateError
 
         if self.chat_template is None:
@@ -96,12 +97,17 @@ class Tokenizer:
         try:
             template = _compile(self.chat_template)
             return template.render(messages=messages, tools=tools, add_generation_prompt=add_generation_prompt,
-                                   **self.special_tokens)
+                                   **{**self.special_tokens, **template_kwargs})
         except (TemplateError, TypeError, ValueError, KeyError, AttributeError) as e:
             raise NpqwenError(f"the chat template failed: {type(e).__name__}: {e}") from None
 
-    def encode_chat(self, messages, tools=None, add_generation_prompt=True) -> list[int]:
-        return self.encode(self.apply_chat_template(messages, tools, add_generation_prompt))
+    def encode_chat(self, messages, tools=None, add_generation_prompt=True, **template_kwargs) -> list[int]:
+        return self.encode(self.apply_chat_template(messages, tools, add_generation_prompt, **template_kwargs))
+
+    @property
+    def can_think(self) -> bool:
+        """Does the chat template switch reasoning on and off (Qwen3's enable_thinking)?"""
+        return self.chat_template is not None and "enable_thinking" in self.chat_template
 
     def _special_token(self, v, src, field):
         """tokenizer_config.json writes a special token as a string or as {"content": string}; chat
@@ -115,6 +121,28 @@ class Tokenizer:
         if self.tok.token_to_id(text) is None:
             raise NpqwenError(f"{src}: field '{field}' is {shown(text)}, which is not a token of tokenizer.json")
         return text
+
+
+class HideThinking:
+    """Drops a reasoning block, <think> ... </think> and the blank lines after it, from streamed
+    tokens: Qwen3 thinks aloud before it answers. Feed it every Token; it returns the text to show."""
+
+    def __init__(self, tokenizer):
+        self.open, self.close = tokenizer.token_id("<think>"), tokenizer.token_id("</think>")
+        if self.open is None or self.close is None:
+            raise NpqwenError("this tokenizer has no <think> and </think> tokens: there is no reasoning to hide")
+        self.inside, self.after = False, False
+
+    def __call__(self, token) -> str:
+        if token.id == self.open:
+            self.inside = True
+        elif token.id == self.close:
+            self.inside, self.after = False, True
+        elif not self.inside:
+            text = token.text.lstrip("\n") if self.after else token.text
+            self.after = self.after and not text
+            return text
+        return ""
 
 
 class _Stream:

@@ -299,10 +299,13 @@ class Upcast:
         self.tensors, self.stream = tensors, stream
         self.buffers = {}
 
-    def __call__(self, *names) -> np.ndarray:
+    def __call__(self, *names, into=None) -> np.ndarray:
+        """into: an array of the result's shape to write into (the experts' stacked arrays at load)."""
         parts = [self.tensors[n] for n in names]
         out = sum(t.shape[0] for t in parts)
-        if self.stream:  # stored [out, in] underneath like the file, so upcasting is a contiguous copy
+        if into is not None:
+            dst = into
+        elif self.stream:  # stored [out, in] underneath like the file, so upcasting is a contiguous copy
             key = (re.sub(r"\.\d+\.", ".N.", "|".join(names)), parts[0].shape[1:])
             if key not in self.buffers:
                 self.buffers[key] = np.empty((out,) + parts[0].shape[1:], np.float32).T
@@ -312,7 +315,7 @@ class Upcast:
         o = 0
         for t in parts:  # upcast each tensor into its columns of the stacked matrix
             n = t.shape[0]
-            if t.ndim == 1 or self.stream:
+            if t.ndim == 1 or (self.stream and into is None):
                 np.copyto(dst[..., o:o + n], t.T, casting="unsafe")
             else:  # upcasting and transposing at once is slow: upcast rows, then transpose them in cache
                 for r in range(0, n, 256):

@@ -3,6 +3,7 @@ case (each must give one clear NpqwenError, or from the command line one `error:
 status 2) and checks that the README's table is this catalogue's current output;
 `python tests/bad_inputs.py` prints the table to paste."""
 
+import html
 import json
 import os
 import shutil
@@ -167,6 +168,14 @@ def config_case(**changes):
     return case
 
 
+def moe_config_case(**changes):
+    def case(tmp):
+        d = copy_ckpt(tmp, os.path.join(ROOT, "golden", "checkpoints", "qwen3_moe_step2"))
+        edit_config(d, **changes)
+        load_model(d)
+    return case
+
+
 def nan_weights(tmp):
     model = load_model(GOLDEN)
     model.layers[2].mlp.w_gate_up[0, 0] = np.nan
@@ -255,11 +264,16 @@ CASES = [
     ("config.json: model_type llama", config_case(model_type="llama"), "'llama'"),
     ("config.json: architecture Qwen2ForSequenceClassification",
      config_case(architectures=["Qwen2ForSequenceClassification"]), "Qwen2ForCausalLM"),
+    ("config.json: architecture Qwen3ForCausalLM under model_type qwen2",
+     config_case(architectures=["Qwen3ForCausalLM"]), "does not match"),
     ("config.json: hidden_size missing", config_case(hidden_size=None), "hidden_size"),
     ("config.json: hidden_size not divisible by the heads", config_case(hidden_size=66), "not divisible"),
     ("config.json: heads not divisible by kv heads", config_case(num_key_value_heads=3), "num_key_value_heads"),
     ("config.json: rope scaling type longrope", config_case(rope_parameters={"rope_type": "longrope", "factor": 2.0}), "longrope"),
     ("config.json: a string where a size belongs", config_case(num_hidden_layers="3"), "num_hidden_layers"),
+    ("config.json (MoE): more experts per token than experts", moe_config_case(num_experts_per_tok=9),
+     "num_experts_per_tok"),
+    ("config.json (MoE): num_experts and num_local_experts disagree", moe_config_case(num_experts=16), "disagree"),
     ("weights: a NaN in layer 2", nan_weights, "decoder layer 2"),
     ("generation: a KV cache larger than memory (10^13 new tokens in a 10^13-token context)", kv_cache_too_large,
      "KV cache"),
@@ -293,6 +307,9 @@ CASES = [
     ("option: --temperature nan", lambda tmp: cli("--temperature", "nan", "hi"), "temperature"),
     ("option: --seed -1", lambda tmp: cli("--seed", "-1", "hi"), "seed"),
     ("option: --top-p -inf (a value that reads as an option)", lambda tmp: cli("--top-p", "-inf", "hi"), "--top-p"),
+    ("option: --no-think, a chat template without enable_thinking", lambda tmp: cli("--chat", "--no-think", "hi"),
+     "enable_thinking"),
+    ("option: --hide-thinking, a tokenizer without <think>", lambda tmp: cli("--hide-thinking", "hi"), "<think>"),
     ("option: --model that does not exist", lambda tmp: cli("--model", "/no/such/dir", "hi"), "no such folder"),
 ]
 
@@ -312,8 +329,8 @@ def outcome(fn):
 def table():
     rows = ["| bad input | what npqwen says |", "|---|---|"]
     for what, fn, _ in CASES:
-        msg = outcome(fn).replace("\n", "<br>").replace("|", "\\|")
-        rows.append(f"| {what} | {msg} |")
+        msg = html.escape(outcome(fn), quote=False).replace("\n", "<br>").replace("|", "\\|")
+        rows.append(f"| {html.escape(what, quote=False)} | {msg} |")
     return "\n".join(rows)
 
 

@@ -1,4 +1,4 @@
-"""The genuine Qwen2 / Qwen2.5 tokenizers (read from ../shared/assets/qwen2): encoding, chat
+"""The genuine Qwen2 / Qwen2.5 / Qwen3 tokenizers (read from ../shared/assets/qwen2): encoding, chat
 templates against ids exported once from transformers' apply_chat_template, streaming decoding."""
 
 import json
@@ -15,7 +15,7 @@ SEED_IDS = [100134, 29524, 100531, 52510, 22243, 102748, 11, 16530, 41299, 46448
 
 
 def qwen(version):
-    folder = shared_asset() if version == "qwen2" else shared_asset("qwen2.5")
+    folder = shared_asset() if version == "qwen2" else shared_asset(version)
     return Tokenizer(folder)
 
 
@@ -33,9 +33,10 @@ with open(os.path.join(REFERENCES, "chat_templates.json"), encoding="utf-8") as 
 @pytest.mark.parametrize("case", CHAT, ids=lambda c: f"{c['tokenizer']}-{c['conversation']}")
 def test_chat_template_ids_equal_transformers(case):
     tok = qwen(case["tokenizer"])
-    text = tok.apply_chat_template(case["messages"], tools=case.get("tools"), add_generation_prompt=True)
+    think = {"enable_thinking": case["enable_thinking"]} if "enable_thinking" in case else {}
+    text = tok.apply_chat_template(case["messages"], tools=case.get("tools"), add_generation_prompt=True, **think)
     assert text == case["text"]
-    assert tok.encode_chat(case["messages"], tools=case.get("tools")) == case["ids"]
+    assert tok.encode_chat(case["messages"], tools=case.get("tools"), **think) == case["ids"]
 
 
 def test_streaming_decode_prints_exactly_the_one_shot_text():
