@@ -250,7 +250,6 @@ def pictures(cfg, tensors, r, ids, tok, fonts, layers, heads):
 
     P = r["lens_top"].shape[1]
     n = cfg.num_hidden_layers
-    shown = ids[-P:]
     nxt = list(ids[len(ids) - P + 1:])                                  # the prompt's real next tokens
     cells = [[token_label(tok, b, fonts, max_chars=8) for b in row] for row in r["lens_top"]]
     hits = np.array([[j < len(nxt) and b == nxt[j] for j, b in enumerate(row)] for row in r["lens_top"]])

@@ -56,17 +56,19 @@ def main(argv=None):
         print(f"error: {e}", file=sys.stderr)
         return 2
     s = summary(cfg)
+    dense = cfg.mlp_types.count("dense")
+    mlp = f"MLP {cfg.intermediate_size}" if dense == cfg.num_hidden_layers else (
+        "sparse MLPs" + (f" and {dense} dense of {cfg.intermediate_size}" if dense else ""))
     ctx = cfg.max_position_embeddings
     print(f"{cfg.num_hidden_layers} layers, hidden {cfg.hidden_size}, {cfg.num_attention_heads} query heads / "
           f"{cfg.num_key_value_heads} kv heads of {cfg.head_dim} ({cfg.num_key_value_groups} per kv head), "
-          f"MLP {cfg.intermediate_size}, vocab {cfg.vocab_size}, tied embeddings: {cfg.tie_word_embeddings}")
+          f"{mlp}, vocab {cfg.vocab_size}, tied embeddings: {cfg.tie_word_embeddings}")
     print(f"parameters: {s['total'] / 1e9:.3f} B  (embedding {s['embedding'] / 1e6:.1f} M, "
           f"LM head {s['lm_head'] / 1e6:.1f} M, layers {s['layers'] / 1e6:.1f} M: attention "
           f"{s['attention'] / 1e6:.1f} M, MLP {s['mlp'] / 1e6:.1f} M)")
     print(f"weights: {_gb(s['bf16_bytes'])} in bf16, {_gb(s['float32_bytes'])} in float32")
     if s["sparse_layers"]:
         k, E = cfg.num_experts_per_tok, cfg.num_experts
-        layer = s["layers"] // cfg.num_hidden_layers
         print(f"mixture of experts: {s['sparse_layers']} of {cfg.num_hidden_layers} layers sparse, {E} experts of "
               f"{cfg.moe_intermediate_size}, {k} per token"
               + (f", plus a shared expert of {cfg.shared_expert_intermediate_size}"

@@ -12,7 +12,7 @@ from matplotlib.text import Text
 
 from conftest import CHECKPOINTS, ROOT, golden_model
 from npqwen.cli import DEMO_MODEL
-from npqwen.explain import pictures, plot, walk
+from npqwen.explain import pictures, walk
 from npqwen.model import load_model
 from npqwen.plots import figure, find_fonts, gqa_panel, token_bytes, token_label
 from npqwen.tokenizer import Tokenizer
