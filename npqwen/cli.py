@@ -87,7 +87,12 @@ def _validate(args):
         raise NpqwenError("give the prompt as an argument or with --file, not both")
     for value, where, what in ((args.prompt, "the command line", "the prompt"), (args.system, "--system", "the text")):
         if value is not None:  # an argument that was not UTF-8 arrives with lone surrogates
-            _utf8(os.fsencode(value), where, what)
+            try:
+                raw = os.fsencode(value)
+            except UnicodeEncodeError as e:  # a surrogate no byte maps to (from Python, not a shell)
+                raise NpqwenError(f"{where}: {what} is not valid Unicode (a lone surrogate at character "
+                                  f"{e.start})") from None
+            _utf8(raw, where, what)
     if not os.path.isdir(args.model):
         raise NpqwenError(f"--model {_printable(args.model)}: no such folder")
     return given
