@@ -1,16 +1,19 @@
-"""Self-attention, the token mixer of every Qwen2 / Qwen3 layer: the one place tokens see each other.
+"""Self-attention, the token mixer of every Qwen2 / Qwen3 layer (and of every fourth layer of the
+hybrid generation): the one place where tokens see each other.
 
-    x -> q, k, v projections (biases where the model has them)
-      -> [Qwen3: RMSNorm of each q and k head]
-      -> RoPE on q and k -> KV cache -> grouped-query attention under a causal mask
-      -> o_proj (a bias where the model has one)
+    x -> q, k, v projections (biases where the model has them)   [Qwen3.5 / Qwen3-Next: and a gate per head]
+      -> [Qwen3 and later: RMSNorm of each q and k head]
+      -> RoPE on q and k (Qwen3.5 / Qwen3-Next: on the first quarter of each head's dimensions)
+      -> KV cache -> grouped-query attention under a causal mask
+      -> [Qwen3.5 / Qwen3-Next: times sigmoid(gate)] -> o_proj (a bias where the model has one)
 """
 
 from dataclasses import dataclass
 
 import numpy as np
 
-from .primitives import apply_rope, attention, causal_mask, linear, rms_norm
+from .primitives import apply_rope, attention, causal_mask, linear, rms_norm, sigmoid
+from .weights import norm_weight
 
 
 @dataclass
@@ -51,7 +54,34 @@ def self_attention(x, w: Attention, cfg, ctx: Context, cache=None, layer=0):  # 
     H, K, hd = cfg.num_attention_heads, cfg.num_key_value_heads, cfg.head_dim
     qkv = linear(x, w.w_qkv, w.b_qkv)                                    # [b, t, (H + 2K) * hd]
     q, k, v = np.split(qkv, [H * hd, (H + K) * hd], axis=-1)
-    q, k, v = q.reshape(b, t, H, hd), k.reshape(b, t, K, hd), v.reshape(b, t, K, hd)
+    out = attend(q.reshape(b, t, H, hd), k.reshape(b, t, K, hd), v.reshape(b, t, K, hd), w, cfg, ctx, cache, layer)
+    return linear(out, w.wo, w.bo)
+
+
+class GatedAttention(Attention):
+    """Qwen3.5 / Qwen3-Next: q_proj yields, for each head, its query and a gate beside it
+    ([query | gate], head after head); the attention output is scaled by sigmoid(gate) before
+    o_proj, so each head can switch itself off for a token."""
+
+    def __call__(self, x, cfg, ctx: Context, cache, layer):
+        return gated_self_attention(x, self, cfg, ctx, cache, layer)
+
+
+def gated_self_attention(x, w: Attention, cfg, ctx: Context, cache=None, layer=0):  # [b, t, d] -> [b, t, d]
+    b, t, _ = x.shape
+    H, K, hd = cfg.num_attention_heads, cfg.num_key_value_heads, cfg.head_dim
+    qkv = linear(x, w.w_qkv, w.b_qkv)                                    # [b, t, (2H + 2K) * hd]
+    q_gate, k, v = np.split(qkv, [2 * H * hd, (2 * H + K) * hd], axis=-1)
+    q_gate = q_gate.reshape(b, t, H, 2 * hd)
+    q, gate = q_gate[..., :hd], q_gate[..., hd:]                          # [b, t, H, hd] x2
+    out = attend(q, k.reshape(b, t, K, hd), v.reshape(b, t, K, hd), w, cfg, ctx, cache, layer)
+    out *= sigmoid(gate.reshape(b, t, H * hd))
+    return linear(out, w.wo, w.bo)
+
+
+def attend(q, k, v, w: Attention, cfg, ctx: Context, cache, layer):  # [b, t, heads, hd] x3 -> [b, t, H * hd]
+    """The attention both forms share: q/k norm, RoPE, the KV cache, grouped-query attention."""
+    b, t, H, hd = q.shape
     if w.q_norm is not None:  # Qwen3: each head's q and k scaled to unit RMS, before RoPE (v untouched)
         q, k = rms_norm(q, w.q_norm, cfg.rms_norm_eps), rms_norm(k, w.k_norm, cfg.rms_norm_eps)
     q, k, v = q.transpose(0, 2, 1, 3), k.transpose(0, 2, 1, 3), v.transpose(0, 2, 1, 3)  # [b, heads, t, hd]
@@ -67,17 +97,17 @@ def self_attention(x, w: Attention, cfg, ctx: Context, cache=None, layer=0):  # 
         s = past + q1  # causal: this block never looks past its last query
         bias = causal_mask(q1 - q0, s, ctx.padding, window, q_start=past + q0)
         out[:, q0:q1] = attention(q[:, :, q0:q1], k[:, :, :s], v[:, :, :s], bias).transpose(0, 2, 1, 3)
-    return linear(out.reshape(b, t, H * hd), w.wo, w.bo)
+    return out.reshape(b, t, H * hd)
 
 
 def load_attention(up, cfg, p) -> Attention:
     """The checkpoint tensors under prefix p (model.layers.{i}.self_attn.) that make this block."""
     qkv = [p + "q_proj", p + "k_proj", p + "v_proj"]
-    return Attention(
+    return (GatedAttention if cfg.hybrid else Attention)(
         w_qkv=up(*[n + ".weight" for n in qkv]),
         b_qkv=up(*[n + ".bias" for n in qkv]) if cfg.qkv_bias else None,
         wo=up(p + "o_proj.weight"),
         bo=up(p + "o_proj.bias") if cfg.o_proj_bias else None,
-        q_norm=up(p + "q_norm.weight") if cfg.qk_norm else None,
-        k_norm=up(p + "k_norm.weight") if cfg.qk_norm else None,
+        q_norm=norm_weight(up, cfg, p + "q_norm.weight") if cfg.qk_norm else None,
+        k_norm=norm_weight(up, cfg, p + "k_norm.weight") if cfg.qk_norm else None,
     )

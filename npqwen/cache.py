@@ -12,10 +12,16 @@ from .errors import NpqwenError
 
 
 class KVCache:
+    """Keys and values of the attention layers; and of the hybrid generation's Gated DeltaNet
+    layers, their fixed-size state (deltanet.DeltaState, set by the layer itself in `states`)."""
+
     def __init__(self, config, batch: int, max_len: int):
-        shape = (config.num_hidden_layers, batch, config.num_key_value_heads, max_len, config.head_dim)
-        self.k = np.zeros(shape, np.float32)  # [layers, b, K, max_len, hd]
+        attention = [i for i, kind in enumerate(config.layer_types) if kind != "linear_attention"]
+        self.slot = {layer: n for n, layer in enumerate(attention)}  # layer index -> row of k and v
+        shape = (len(attention), batch, config.num_key_value_heads, max_len, config.head_dim)
+        self.k = np.zeros(shape, np.float32)  # [attention layers, b, K, max_len, hd]
         self.v = np.zeros(shape, np.float32)
+        self.states = {}                      # DeltaNet layer index -> DeltaState
         self.padding = np.ones((batch, max_len), np.int64)  # 1 = real token, 0 = left padding
         self.length = 0    # positions filled so far (padding included)
         self.max_len = max_len
@@ -28,11 +34,11 @@ class KVCache:
             self.padding[:, self.length:self.length + n] = padding_mask
 
     def update(self, layer: int, k, v):  # [b, K, t, hd] x2 -> all keys and values so far [b, K, s, hd] x2
-        t = k.shape[2]
-        self.k[layer, :, :, self.length:self.length + t] = k
-        self.v[layer, :, :, self.length:self.length + t] = v
+        t, n = k.shape[2], self.slot[layer]
+        self.k[n, :, :, self.length:self.length + t] = k
+        self.v[n, :, :, self.length:self.length + t] = v
         s = self.length + t
-        return self.k[layer, :, :, :s], self.v[layer, :, :, :s]
+        return self.k[n, :, :, :s], self.v[n, :, :, :s]
 
     def advance(self, n: int) -> None:
         """Mark n more positions as filled, after every layer has stored them."""
@@ -40,4 +46,4 @@ class KVCache:
 
     @property
     def nbytes(self) -> int:
-        return self.k.nbytes + self.v.nbytes
+        return self.k.nbytes + self.v.nbytes + sum(s.conv.nbytes + s.S.nbytes for s in self.states.values())

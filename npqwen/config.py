@@ -15,12 +15,13 @@ import os
 from dataclasses import dataclass, field
 
 from .errors import ConfigError
-from .family import ARCHITECTURES, is_sparse, sliding_layers
+from .family import ARCHITECTURES, HYBRID_DEFAULTS, LINEAR_ATTENTION, hybrid_layer_types, is_sparse, sliding_layers
 
 SUPPORTED_MODEL_TYPES = tuple(ARCHITECTURES)
 SUPPORTED_ARCHITECTURES = tuple(a.class_name for a in ARCHITECTURES.values())
 SUPPORTED_ROPE_TYPES = ("default", "linear", "dynamic", "yarn")
 LAYER_TYPES = ("full_attention", "sliding_attention")
+HYBRID_LAYER_TYPES = ("linear_attention", "full_attention")
 REQUIRED_FIELDS = ("vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads")
 
 # Keys each rope type may carry (besides rope_type/type and rope_theta), as transformers validates them.
@@ -70,6 +71,16 @@ class ModelConfig:
     decoder_sparse_step: int = 1
     mlp_only_layers: list = field(default_factory=list)
     mlp_types: list = field(default_factory=list)   # per layer: "dense" or "sparse"
+    # the hybrid generation (Qwen3.5, Qwen3-Next): layer_types holds "linear_attention" layers
+    hybrid: bool = False               # zero-centred norms, gated attention, Gated DeltaNet layers
+    partial_rotary_factor: float = 1.0  # RoPE rotates the first head_dim * this dimensions
+    deltanet_layout: str | None = None  # "split" (Qwen3.5) or "fused" (Qwen3-Next) projections
+    linear_conv_kernel_dim: int = 0
+    linear_key_head_dim: int = 0
+    linear_value_head_dim: int = 0
+    linear_num_key_heads: int = 0
+    linear_num_value_heads: int = 0
+    weight_prefix: str = "model."      # composite checkpoints: "model.language_model."
 
     # 4.x names, read-only views of rope_parameters.
     @property
@@ -95,6 +106,11 @@ class ModelConfig:
 
     def is_sparse(self, layer: int) -> bool:
         return self.mlp_types[layer] == "sparse"
+
+    @property
+    def rotary_dim(self) -> int:
+        """How many of each head's dimensions RoPE rotates (the rest pass through)."""
+        return int(self.head_dim * self.partial_rotary_factor)
 
     @classmethod
     def from_dict(cls, d: dict, source: str = "config.json") -> "ModelConfig":
@@ -150,11 +166,15 @@ def _parse(d, src) -> ModelConfig:
     if other:
         raise ConfigError(f"{src}: architecture {other[0]!r} does not match model_type {model_type!r} "
                           f"(which is {arch.class_name})")
+    if arch.text_config_of:
+        return _parse_composite(d, src, arch, list(archs))
 
-    for name in REQUIRED_FIELDS:
+    required = [f for f in REQUIRED_FIELDS if not (f == "intermediate_size" and arch.every_layer_sparse)]
+    for name in required:
         if name not in d or d[name] is None:
             raise ConfigError(f"{src}: missing field '{name}'")
-    ints = {name: _pos_int(d, name, src) for name in REQUIRED_FIELDS}
+    ints = {name: _pos_int(d, name, src) for name in required}
+    ints.setdefault("intermediate_size", 0)  # Qwen3.5-MoE: every layer is sparse, no dense MLP
     heads = ints["num_attention_heads"]
     kv_heads = _pos_int(d, "num_key_value_heads", src) if d.get("num_key_value_heads") is not None else heads
     if heads % kv_heads:
@@ -190,7 +210,9 @@ def _parse(d, src) -> ModelConfig:
         window = _pos_int({"sliding_window": window}, "sliding_window", src)
     max_window_layers = _pos_int(d, "max_window_layers", src, allow_zero=True) if "max_window_layers" in d else 28
     layer_types = d.get("layer_types") if arch.window_rule != "every_layer" else None
-    if layer_types is None:
+    if arch.hybrid:
+        layer_types = _hybrid_layer_types(d, layer_types, n_layers, src)
+    elif layer_types is None:
         slides = sliding_layers(arch.window_rule, n_layers, max_window_layers)
         layer_types = ["sliding_attention" if window is not None and s else "full_attention" for s in slides]
     else:
@@ -211,14 +233,66 @@ def _parse(d, src) -> ModelConfig:
         intermediate_size=ints["intermediate_size"], num_hidden_layers=n_layers,
         num_attention_heads=heads, num_key_value_heads=kv_heads, head_dim=head_dim,
         rms_norm_eps=float(eps), max_position_embeddings=max_pos, tie_word_embeddings=tie,
-        rope_parameters=_rope_parameters(d, src, max_pos),
+        rope_parameters=_rope_parameters(d, src, max_pos, arch),
         use_sliding_window=use_sw, sliding_window=window, max_window_layers=max_window_layers,
         layer_types=list(layer_types), hidden_act=hidden_act,
         dtype=dtype if isinstance(dtype, str) else None, model_type=model_type, architectures=list(archs),
         bos_token_id=d.get("bos_token_id"), eos_token_id=d.get("eos_token_id"), pad_token_id=d.get("pad_token_id"),
         qkv_bias=bias, o_proj_bias=bias and arch.o_proj_bias, qk_norm=arch.qk_norm,
-        **_moe_fields(d, arch, n_layers, src),
+        **_moe_fields(d, arch, n_layers, src), **_hybrid_fields(d, arch, src, head_dim),
     )
+
+
+def _parse_composite(d, src, arch, archs) -> ModelConfig:
+    """A released Qwen3.5 checkpoint: the text model's config in text_config, its weights under
+    model.language_model.*; tying follows the top-level tie_word_embeddings (Qwen3_5Config's)."""
+    text = d.get("text_config")
+    if not isinstance(text, dict):
+        raise ConfigError(f"{src}: model_type {arch.model_type!r} needs a 'text_config' object, found {text!r}")
+    text = dict(text)
+    if text.setdefault("model_type", arch.text_config_of) != arch.text_config_of:
+        raise ConfigError(f"{src}: text_config.model_type must be {arch.text_config_of!r}, found "
+                          f"{text['model_type']!r}")
+    text["architectures"] = [ARCHITECTURES[arch.text_config_of].class_name]
+    text["tie_word_embeddings"] = d.get("tie_word_embeddings", False)
+    for key in ("bos_token_id", "eos_token_id", "pad_token_id"):
+        if text.get(key) is None and d.get(key) is not None:
+            text[key] = d[key]
+    cfg = _parse(text, f"{src} (text_config)")
+    cfg.model_type, cfg.architectures, cfg.weight_prefix = arch.model_type, archs, "model.language_model."
+    return cfg
+
+
+def _hybrid_layer_types(d, layer_types, n_layers, src) -> list:
+    """layer_types when config.json lists them (fine-tunes with irregular patterns exist), else one
+    full-attention layer every full_attention_interval layers."""
+    if layer_types is None:
+        interval = d.get("full_attention_interval", HYBRID_DEFAULTS["full_attention_interval"])
+        interval = _pos_int({"full_attention_interval": interval}, "full_attention_interval", src)
+        return hybrid_layer_types(n_layers, interval)
+    if not isinstance(layer_types, list) or len(layer_types) != n_layers:
+        raise ConfigError(f"{src}: layer_types must be a list of {n_layers} entries (one per layer), "
+                          f"found {layer_types!r}")
+    bad = [t for t in layer_types if t not in HYBRID_LAYER_TYPES]
+    if bad:
+        raise ConfigError(f"{src}: layer_types entry {bad[0]!r} is not supported "
+                          f"(this model's layers are: {', '.join(HYBRID_LAYER_TYPES)})")
+    return list(layer_types)
+
+
+def _hybrid_fields(d, arch, src, head_dim) -> dict:
+    if not arch.hybrid:
+        return {}
+    out = {name: _pos_int({name: d.get(name, default)}, name, src) for name, default in LINEAR_ATTENTION.items()}
+    if out["linear_num_value_heads"] % out["linear_num_key_heads"]:
+        raise ConfigError(f"{src}: linear_num_value_heads ({out['linear_num_value_heads']}) is not divisible by "
+                          f"linear_num_key_heads ({out['linear_num_key_heads']})")
+    rp = d.get("rope_parameters") if isinstance(d.get("rope_parameters"), dict) else {}
+    prf = rp.get("partial_rotary_factor", d.get("partial_rotary_factor", HYBRID_DEFAULTS["partial_rotary_factor"]))
+    if not _is_num(prf) or not 0 < prf <= 1 or int(head_dim * prf) % 2:
+        raise ConfigError(f"{src}: partial_rotary_factor must be in (0, 1] and give an even number of rotary "
+                          f"dimensions of head_dim {head_dim}, found {prf!r}")
+    return dict(out, hybrid=True, partial_rotary_factor=float(prf), deltanet_layout=arch.deltanet_layout)
 
 
 def _moe_fields(d, arch, n_layers, src) -> dict:
@@ -233,7 +307,7 @@ def _moe_fields(d, arch, n_layers, src) -> dict:
     g = dict(d)
     if g.get("num_experts") is None and g.get("num_local_experts") is not None:
         g["num_experts"] = g["num_local_experts"]
-    out = {}
+    out = {"norm_topk_prob": arch.fixed_norm_topk_prob} if arch.fixed_norm_topk_prob is not None else {}
     for name, default in arch.moe.items():
         if g.get(name) is None:
             out[name] = default
@@ -244,6 +318,8 @@ def _moe_fields(d, arch, n_layers, src) -> dict:
     if out["num_experts"] and out["num_experts_per_tok"] > out["num_experts"]:
         raise ConfigError(f"{src}: num_experts_per_tok ({out['num_experts_per_tok']}) is larger than "
                           f"num_experts ({out['num_experts']})")
+    if arch.every_layer_sparse:  # Qwen3.5-MoE's config has no mlp_only_layers or decoder_sparse_step
+        return dict(out, mlp_only_layers=[], mlp_types=["sparse"] * n_layers)
     only = g.get("mlp_only_layers") or []
     if not isinstance(only, list) or not all(isinstance(i, int) and not isinstance(i, bool) and 0 <= i < n_layers
                                              for i in only):
@@ -254,7 +330,7 @@ def _moe_fields(d, arch, n_layers, src) -> dict:
     return out
 
 
-def _rope_parameters(d, src, max_pos) -> dict:
+def _rope_parameters(d, src, max_pos, arch) -> dict:
     """Normalise 4.x `rope_theta` + `rope_scaling` and 5.x `rope_parameters` into one dict."""
     where = "rope_parameters" if d.get("rope_parameters") is not None else "rope_scaling"
     rp = d.get("rope_parameters") or d.get("rope_scaling") or {}
@@ -272,8 +348,12 @@ def _rope_parameters(d, src, max_pos) -> dict:
     if not _is_num(theta) or theta <= 1:
         raise ConfigError(f"{src}: rope_theta must be a number greater than 1, found {theta!r}")
     prf = rp.pop("partial_rotary_factor", d.get("partial_rotary_factor", 1.0))
-    if prf != 1.0:
-        raise ConfigError(f"{src}: partial_rotary_factor {prf!r} is not supported by Qwen2 (must be 1.0)")
+    if not arch.hybrid and prf != 1.0:
+        raise ConfigError(f"{src}: partial_rotary_factor {prf!r} is not supported by {arch.class_name} (must be 1.0)")
+    if arch.hybrid:
+        # Multi-axis RoPE (time, height, width) of the vision-language checkpoints: for text alone the
+        # three position axes are the token's position, and it is exactly ordinary RoPE.
+        rp.pop("mrope_section", None), rp.pop("mrope_interleaved", None)
     unknown = sorted(set(rp) - _ROPE_KEYS[rope_type])
     if unknown:
         raise ConfigError(f"{src}: {where} key {unknown[0]!r} is not used by rope type {rope_type!r} "

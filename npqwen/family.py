@@ -14,6 +14,19 @@ and differs only in the blocks a layer is built from and in how its config.json 
                                                                                 shared expert, or dense
   qwen3_moe   Qwen3MoeForCausalLM  as qwen3                                     sparse MoE, or dense
 
+The hybrid generation mixes two token mixers, layer by layer (layer_types, or one full-attention
+layer every full_attention_interval): three in four layers are Gated DeltaNet (deltanet.py), a
+linear attention that carries a fixed-size state instead of a KV cache, and the fourth is gated
+attention (q_proj also yields a sigmoid gate on each head's output; RoPE on a quarter of head_dim).
+Every RMSNorm of theirs is zero-centred: its weight w is stored as an offset, applied as (1 + w).
+
+  qwen3_next        Qwen3NextForCausalLM  DeltaNet (fused, per key head) / gated attention   sparse MoE + shared expert
+  qwen3_5_text      Qwen3_5ForCausalLM    DeltaNet (split projections) / gated attention    dense SwiGLU
+  qwen3_5_moe_text  Qwen3_5MoeForCausalLM as qwen3_5_text                                   sparse MoE + shared expert,
+                                                                                            every layer, top-k renormalised
+  qwen3_5, qwen3_5_moe: the released checkpoints (Qwen3_5[Moe]ForConditionalGeneration): a vision
+  tower beside the text model; npqwen reads the text model (text_config, model.language_model.*).
+
 Layer i's MLP is sparse iff the model has experts, i is not in mlp_only_layers and
 (i + 1) % decoder_sparse_step == 0 (all three MoE configs agree). The rules below are transformers
 5.23's configuration classes, each quoted where it is used.
@@ -34,6 +47,12 @@ class Architecture:
     window_rule: str                # how layer_types is derived when config.json has none (see below)
     moe: dict = field(default_factory=dict)   # MoE fields and their defaults; empty = dense model
     shared_expert: bool = False
+    # the hybrid generation
+    hybrid: bool = False            # linear-attention (DeltaNet) layers among gated full-attention ones
+    deltanet_layout: str | None = None   # "split" in_proj_qkv/_z/_b/_a, or "fused" in_proj_qkvz/_ba per key head
+    every_layer_sparse: bool = False     # Qwen3.5-MoE: no mlp_only_layers / decoder_sparse_step
+    fixed_norm_topk_prob: bool | None = None  # Qwen3.5-MoE always renormalises
+    text_config_of: str | None = None     # a composite checkpoint: the model_type of its text_config
 
 
 # Defaults of the MoE fields, as transformers' config classes set them.
@@ -41,6 +60,14 @@ _QWEN2_MOE = dict(num_experts=60, num_experts_per_tok=4, moe_intermediate_size=1
                   shared_expert_intermediate_size=5632, norm_topk_prob=False, decoder_sparse_step=1)
 _QWEN3_MOE = dict(num_experts=128, num_experts_per_tok=8, moe_intermediate_size=768,
                   norm_topk_prob=False, decoder_sparse_step=1)
+_QWEN3_NEXT_MOE = dict(num_experts=512, num_experts_per_tok=10, moe_intermediate_size=512,
+                       shared_expert_intermediate_size=512, norm_topk_prob=True, decoder_sparse_step=1)
+_QWEN3_5_MOE = dict(num_experts=256, num_experts_per_tok=8, moe_intermediate_size=512,
+                    shared_expert_intermediate_size=512)
+# The Gated DeltaNet fields, and the defaults the hybrid configs share.
+LINEAR_ATTENTION = dict(linear_conv_kernel_dim=4, linear_key_head_dim=128, linear_value_head_dim=128,
+                        linear_num_key_heads=16, linear_num_value_heads=32)
+HYBRID_DEFAULTS = dict(partial_rotary_factor=0.25, full_attention_interval=4)
 
 ARCHITECTURES = {a.model_type: a for a in [
     Architecture("qwen2", "Qwen2ForCausalLM", qk_norm=False, bias_field=None, bias_default=True,
@@ -52,6 +79,21 @@ ARCHITECTURES = {a.model_type: a for a in [
                  moe=_QWEN2_MOE, shared_expert=True),
     Architecture("qwen3_moe", "Qwen3MoeForCausalLM", qk_norm=True, bias_field="attention_bias", bias_default=False,
                  o_proj_bias=True, head_dim_default=None, window_rule="every_layer", moe=_QWEN3_MOE),
+    Architecture("qwen3_next", "Qwen3NextForCausalLM", qk_norm=True, bias_field="attention_bias",
+                 bias_default=False, o_proj_bias=True, head_dim_default=256, window_rule="none",
+                 moe=_QWEN3_NEXT_MOE, shared_expert=True, hybrid=True, deltanet_layout="fused"),
+    Architecture("qwen3_5_text", "Qwen3_5ForCausalLM", qk_norm=True, bias_field="attention_bias",
+                 bias_default=False, o_proj_bias=True, head_dim_default=256, window_rule="none",
+                 hybrid=True, deltanet_layout="split"),
+    Architecture("qwen3_5_moe_text", "Qwen3_5MoeForCausalLM", qk_norm=True, bias_field="attention_bias",
+                 bias_default=False, o_proj_bias=True, head_dim_default=256, window_rule="none",
+                 moe=_QWEN3_5_MOE, shared_expert=True, hybrid=True, deltanet_layout="split",
+                 every_layer_sparse=True, fixed_norm_topk_prob=True),
+    Architecture("qwen3_5", "Qwen3_5ForConditionalGeneration", qk_norm=True, bias_field=None, bias_default=False,
+                 o_proj_bias=False, head_dim_default=None, window_rule="none", text_config_of="qwen3_5_text"),
+    Architecture("qwen3_5_moe", "Qwen3_5MoeForConditionalGeneration", qk_norm=True, bias_field=None,
+                 bias_default=False, o_proj_bias=False, head_dim_default=None, window_rule="none",
+                 text_config_of="qwen3_5_moe_text"),
 ]}
 
 
@@ -65,6 +107,12 @@ def sliding_layers(rule: str, n_layers: int, max_window_layers: int) -> list[boo
     if rule == "even_below_max_window_layers":
         return [i % 2 == 0 and i < max_window_layers for i in range(n_layers)]
     return [True] * n_layers
+
+
+def hybrid_layer_types(n_layers: int, full_attention_interval: int) -> list[str]:
+    """Qwen3.5 / Qwen3-Next without layer_types: layer i is full attention iff (i + 1) % interval == 0."""
+    return ["full_attention" if (i + 1) % full_attention_interval == 0 else "linear_attention"
+            for i in range(n_layers)]
 
 
 def is_sparse(layer: int, num_experts: int, mlp_only_layers, decoder_sparse_step: int) -> bool:

@@ -94,7 +94,8 @@ def _is_int(x) -> bool:
 def _check_cache_fits(cfg, batch, positions):
     """The KV cache is allocated for every position generation may reach; refuse one larger than
     the memory available (a huge context with a huge max_new_tokens) instead of failing mid-way."""
-    need = 2 * cfg.num_hidden_layers * batch * cfg.num_key_value_heads * positions * cfg.head_dim * 4
+    attention_layers = sum(kind != "linear_attention" for kind in cfg.layer_types)  # DeltaNet layers: no KV
+    need = 2 * attention_layers * batch * cfg.num_key_value_heads * positions * cfg.head_dim * 4
     if need > available_memory():
         rows = f" x {batch} sequences" if batch > 1 else ""
         raise NpqwenError(f"the KV cache for {positions} positions{rows} needs {need / 1e9:,.1f} GB, more memory "

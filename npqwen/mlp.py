@@ -98,15 +98,13 @@ def load_dense_mlp(up, p) -> DenseMLP:
 
 
 def load_sparse_moe(up, cfg, p) -> SparseMoE:
-    names = [f"{p}experts.{e}." for e in range(cfg.num_experts)]
-    if up.stream:
-        experts = StoredExperts(up, names)
-    else:  # upcast straight into [E, ...] arrays: no second copy of every expert
+    experts = StoredExperts(up, p, cfg.num_experts)
+    if not up.stream:  # upcast every expert once, straight into [E, ...] arrays (no second copy)
         d, i = cfg.hidden_size, cfg.moe_intermediate_size
-        experts = Experts(np.empty((len(names), d, 2 * i), np.float32), np.empty((len(names), i, d), np.float32))
-        for e, n in enumerate(names):
-            up(n + "gate_proj.weight", n + "up_proj.weight", into=experts.w_gate_up[e])
-            up(n + "down_proj.weight", into=experts.w_down[e])
+        stacked = Experts(np.empty((len(experts), d, 2 * i), np.float32), np.empty((len(experts), i, d), np.float32))
+        for e in range(len(experts)):
+            experts.fetch(e, into=(stacked.w_gate_up[e], stacked.w_down[e]))
+        experts = stacked
     shared = cfg.shared_expert_intermediate_size > 0
     return SparseMoE(router=up(p + "gate.weight"), experts=experts, top_k=cfg.num_experts_per_tok,
                      norm_topk_prob=cfg.norm_topk_prob,
@@ -115,15 +113,27 @@ def load_sparse_moe(up, cfg, p) -> SparseMoE:
 
 
 class StoredExperts:
-    """Streamed weights: an expert is upcast from the file only when a token is routed to it, into
-    buffers every expert shares; so a step reads only the experts it uses."""
+    """The experts as the file stores them, upcast one at a time: for streamed weights, only when
+    a token is routed to one, into buffers every expert shares (so a step reads only the experts
+    it uses). Files store an expert as its own gate_proj, up_proj and down_proj (as transformers
+    saves them), or, as Qwen3.5-MoE's released files do, every expert of a layer in two fused
+    tensors, experts.gate_up_proj [E, 2i, d] (gate rows, then up) and experts.down_proj [E, d, i]."""
 
-    def __init__(self, up, names):
-        self.up, self.names = up, names
+    def __init__(self, up, p, n):
+        self.up, self.p, self.n = up, p, n
+        self.fused = p + "experts.gate_up_proj" in up.tensors
 
     def __len__(self):
-        return len(self.names)
+        return self.n
 
     def __getitem__(self, e):
-        m = load_dense_mlp(self.up, self.names[e])
-        return m.w_gate_up, m.w_down
+        return self.fetch(e)
+
+    def fetch(self, e, into=(None, None)):  # -> (w_gate_up [d, 2i], w_down [i, d]), float32
+        if self.fused:
+            gate_up, down = self.up.tensors[self.p + "experts.gate_up_proj"], self.up.tensors[self.p + "experts.down_proj"]
+            return (self.up.arrays([gate_up[e]], self.p + "experts.gate_up_proj", into[0]),
+                    self.up.arrays([down[e]], self.p + "experts.down_proj", into[1]))
+        n = f"{self.p}experts.{e}."
+        return (self.up(n + "gate_proj.weight", n + "up_proj.weight", into=into[0]),
+                self.up(n + "down_proj.weight", into=into[1]))

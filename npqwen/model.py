@@ -1,12 +1,12 @@
 """The Qwen family's causal LM in NumPy: the forward pass, read top to bottom like the diagram.
 
     input_ids -> embed_tokens
-              -> N x decoder layer:  x = x + mixer(input_layernorm(x))       attention.py
+              -> N x decoder layer:  x = x + mixer(input_layernorm(x))       attention.py or deltanet.py
                                      x = x + mlp(post_attention_layernorm(x)) mlp.py: dense or sparse
               -> norm -> lm_head -> logits
 
-What each architecture's mixer and MLP are (Qwen2, Qwen3, Qwen2-MoE, Qwen3-MoE) is one table,
-in family.py; this file is the same for all of them.
+What each architecture's mixer and MLP are (Qwen2, Qwen3, Qwen2-MoE, Qwen3-MoE, Qwen3.5, Qwen3-Next)
+is one table, in family.py; this file is the same for all of them.
 """
 
 import os
@@ -20,14 +20,15 @@ from .errors import NpqwenError
 from .mlp import DenseMLP, SparseMoE, load_dense_mlp, load_sparse_moe
 from .progress import Progress
 from .primitives import rms_norm, rope_cos_sin, rope_inv_freq
-from .weights import Upcast, check_tensors, open_checkpoint, to_float32
+from .deltanet import GatedDeltaNet, load_gated_deltanet
+from .weights import Upcast, check_tensors, norm_weight, open_checkpoint, to_float32
 
 
 @dataclass
 class Layer:
     """One decoder layer: a norm and a token mixer, a norm and an MLP, each added to the residual."""
     input_norm: np.ndarray                              # [d]
-    mixer: Attention                                    # mixes information across positions
+    mixer: Attention | GatedDeltaNet                    # mixes information across positions
     post_norm: np.ndarray                               # [d]
     mlp: DenseMLP | SparseMoE                           # works on each position alone
 
@@ -96,7 +97,7 @@ class Model:
         else:
             padding = mask if mask is not None else np.ones((b, t), np.int64)
         positions = position_ids_from_mask(padding)[:, past:]           # [b, t]
-        inv_freq, scale = rope_inv_freq(cfg.head_dim, cfg.rope_parameters, cfg.max_position_embeddings,
+        inv_freq, scale = rope_inv_freq(cfg.rotary_dim, cfg.rope_parameters, cfg.max_position_embeddings,
                                         seq_len=int(positions.max()) + 1)
         cos, sin = rope_cos_sin(inv_freq, positions, scale)                # [b, t, hd]
         ctx = Context(cos, sin, padding=None if padding.all() else padding)
@@ -184,10 +185,10 @@ def load_model(path: str, weights: str = "auto") -> Model:
     if weights == "auto":
         weights = "float32" if float32_bytes(cfg) <= 0.75 * available_memory() else "stream"
 
-    embed = tensors["model.embed_tokens.weight"]
-    lm_head = embed if cfg.tie_word_embeddings else tensors["lm_head.weight"]
-    norm = to_float32(tensors["model.norm.weight"])
     up = Upcast(tensors, stream=weights == "stream")
+    embed = tensors[cfg.weight_prefix + "embed_tokens.weight"]
+    lm_head = embed if cfg.tie_word_embeddings else tensors["lm_head.weight"]
+    norm = norm_weight(Upcast(tensors), cfg, cfg.weight_prefix + "norm.weight")
     if weights == "stream":
         model = Model(cfg, embed, StreamedLayers(up, cfg), norm, lm_head)
     else:
@@ -206,10 +207,13 @@ def load_model(path: str, weights: str = "auto") -> Model:
 
 def load_layer(up: Upcast, cfg: ModelConfig, i: int) -> Layer:
     """Decoder layer i from the checkpoint: the blocks family.py says this architecture has."""
-    p = f"model.layers.{i}."
-    return Layer(input_norm=up(p + "input_layernorm.weight"),
-                 mixer=load_attention(up, cfg, p + "self_attn."),
-                 post_norm=up(p + "post_attention_layernorm.weight"),
+    p = f"{cfg.weight_prefix}layers.{i}."
+    if cfg.layer_types[i] == "linear_attention":
+        mixer = load_gated_deltanet(up, cfg, p + "linear_attn.")
+    else:
+        mixer = load_attention(up, cfg, p + "self_attn.")
+    return Layer(input_norm=norm_weight(up, cfg, p + "input_layernorm.weight"), mixer=mixer,
+                 post_norm=norm_weight(up, cfg, p + "post_attention_layernorm.weight"),
                  mlp=load_sparse_moe(up, cfg, p + "mlp.") if cfg.is_sparse(i) else load_dense_mlp(up, p + "mlp."))
 
 

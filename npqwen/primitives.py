@@ -152,8 +152,12 @@ def rotate_half(x):  # [..., hd] -> [..., hd]
     return np.concatenate([-x[..., half:], x[..., :half]], axis=-1)
 
 
-def apply_rope(x, cos, sin):  # [b, heads, t, hd], [b, t, hd], [b, t, hd] -> [b, heads, t, hd]
-    """Rotate each (i, i + hd/2) pair of x by its position's angle."""
+def apply_rope(x, cos, sin):  # [b, heads, t, hd], [b, t, r], [b, t, r] -> [b, heads, t, hd]
+    """Rotate each (i, i + r/2) pair of x's first r dimensions by its position's angle. r = hd but
+    for partial rotary (Qwen3.5, Qwen3-Next: r = hd / 4), whose other dimensions pass unrotated."""
+    r = cos.shape[-1]
+    if r < x.shape[-1]:
+        return np.concatenate([apply_rope(x[..., :r], cos, sin), x[..., r:]], axis=-1)
     cos, sin = cos[:, None], sin[:, None]  # broadcast over heads
     return x * cos + rotate_half(x) * sin
 

@@ -208,20 +208,27 @@ def _open_sharded(folder, index_path):
 
 # transformers itself ignores these when loading (old checkpoints saved RoPE buffers).
 IGNORED_SUFFIXES = ("rotary_emb.inv_freq",)
+# The vision tower and the multi-token-prediction layer of the hybrid generation's released
+# checkpoints: npqwen reads the text model only, and never loads these (nor does transformers' CausalLM).
+IGNORED_PREFIXES = ("model.visual.", "mtp.")
 
 
-def expected_shapes(cfg) -> dict[str, tuple]:
+def expected_shapes(cfg, fused_experts=False) -> dict[str, tuple]:
     """The name and shape of every tensor the checkpoint of this config holds, as transformers
-    saves it (one tensor set per expert for the mixture-of-experts models)."""
-    D, V = cfg.hidden_size, cfg.vocab_size
-    shapes = {"model.embed_tokens.weight": (V, D), "model.norm.weight": (D,)}
+    saves it: one tensor set per expert for the mixture-of-experts models, or, as Qwen3.5-MoE's
+    released files store them, all experts of a layer in two fused tensors (fused_experts)."""
+    D, V, m = cfg.hidden_size, cfg.vocab_size, cfg.weight_prefix
+    shapes = {m + "embed_tokens.weight": (V, D), m + "norm.weight": (D,)}
     for i in range(cfg.num_hidden_layers):
-        p = f"model.layers.{i}."
+        p = f"{m}layers.{i}."
         shapes[p + "input_layernorm.weight"] = (D,)
-        shapes.update(attention_shapes(cfg, p + "self_attn."))
+        if cfg.layer_types[i] == "linear_attention":
+            shapes.update(deltanet_shapes(cfg, p + "linear_attn."))
+        else:
+            shapes.update(attention_shapes(cfg, p + "self_attn."))
         shapes[p + "post_attention_layernorm.weight"] = (D,)
         if cfg.is_sparse(i):
-            shapes.update(sparse_moe_shapes(cfg, p + "mlp."))
+            shapes.update(sparse_moe_shapes(cfg, p + "mlp.", fused_experts))
         else:
             shapes.update(mlp_shapes(D, cfg.intermediate_size, p + "mlp."))
     if not cfg.tie_word_embeddings:
@@ -232,10 +239,11 @@ def expected_shapes(cfg) -> dict[str, tuple]:
 def attention_shapes(cfg, p) -> dict:
     D, hd = cfg.hidden_size, cfg.head_dim
     q, kv = cfg.num_attention_heads * hd, cfg.num_key_value_heads * hd
-    shapes = {p + "q_proj.weight": (q, D), p + "k_proj.weight": (kv, D), p + "v_proj.weight": (kv, D),
+    q_out = 2 * q if cfg.hybrid else q  # gated attention: a gate beside each query head
+    shapes = {p + "q_proj.weight": (q_out, D), p + "k_proj.weight": (kv, D), p + "v_proj.weight": (kv, D),
               p + "o_proj.weight": (D, q)}
     if cfg.qkv_bias:
-        shapes.update({p + "q_proj.bias": (q,), p + "k_proj.bias": (kv,), p + "v_proj.bias": (kv,)})
+        shapes.update({p + "q_proj.bias": (q_out,), p + "k_proj.bias": (kv,), p + "v_proj.bias": (kv,)})
     if cfg.o_proj_bias:
         shapes[p + "o_proj.bias"] = (D,)
     if cfg.qk_norm:
@@ -243,15 +251,31 @@ def attention_shapes(cfg, p) -> dict:
     return shapes
 
 
+def deltanet_shapes(cfg, p) -> dict:
+    D, Hv = cfg.hidden_size, cfg.linear_num_value_heads
+    Kd, Vd = cfg.linear_num_key_heads * cfg.linear_key_head_dim, Hv * cfg.linear_value_head_dim
+    conv = 2 * Kd + Vd
+    if cfg.deltanet_layout == "fused":
+        shapes = {p + "in_proj_qkvz.weight": (conv + Vd, D), p + "in_proj_ba.weight": (2 * Hv, D)}
+    else:
+        shapes = {p + "in_proj_qkv.weight": (conv, D), p + "in_proj_z.weight": (Vd, D),
+                  p + "in_proj_b.weight": (Hv, D), p + "in_proj_a.weight": (Hv, D)}
+    return dict(shapes, **{p + "conv1d.weight": (conv, 1, cfg.linear_conv_kernel_dim), p + "dt_bias": (Hv,),
+                           p + "A_log": (Hv,), p + "norm.weight": (cfg.linear_value_head_dim,),
+                           p + "out_proj.weight": (D, Vd)})
+
+
 def mlp_shapes(D, I, p) -> dict:
     return {p + "gate_proj.weight": (I, D), p + "up_proj.weight": (I, D), p + "down_proj.weight": (D, I)}
 
 
-def sparse_moe_shapes(cfg, p) -> dict:
-    D, E = cfg.hidden_size, cfg.num_experts
+def sparse_moe_shapes(cfg, p, fused_experts=False) -> dict:
+    D, E, I = cfg.hidden_size, cfg.num_experts, cfg.moe_intermediate_size
     shapes = {p + "gate.weight": (E, D)}  # the router
-    for e in range(E):
-        shapes.update(mlp_shapes(D, cfg.moe_intermediate_size, f"{p}experts.{e}."))
+    if fused_experts:
+        shapes.update({p + "experts.gate_up_proj": (E, 2 * I, D), p + "experts.down_proj": (E, D, I)})
+    for e in range(E if not fused_experts else 0):
+        shapes.update(mlp_shapes(D, I, f"{p}experts.{e}."))
     if cfg.shared_expert_intermediate_size:
         shapes.update(mlp_shapes(D, cfg.shared_expert_intermediate_size, p + "shared_expert."))
         shapes[p + "shared_expert_gate.weight"] = (1, D)
@@ -260,7 +284,7 @@ def sparse_moe_shapes(cfg, p) -> dict:
 
 def check_tensors(tensors: dict, cfg, folder: str) -> None:
     """Raise one CheckpointError listing every missing, unexpected, mis-shaped or non-float tensor."""
-    want = expected_shapes(cfg)
+    want = expected_shapes(cfg, fused_experts=has_fused_experts(tensors))
     problems = []
     for name, shape in want.items():
         if name not in tensors:
@@ -272,13 +296,19 @@ def check_tensors(tensors: dict, cfg, folder: str) -> None:
                             f"{', '.join(FLOAT_DTYPES)}")
     for name in tensors:
         # A tied checkpoint may still carry lm_head.weight; transformers ignores it and so do we.
-        if name not in want and not name.endswith(IGNORED_SUFFIXES) and name != "lm_head.weight":
+        if name not in want and not name.endswith(IGNORED_SUFFIXES) and name != "lm_head.weight" \
+                and not (cfg.hybrid and name.startswith(IGNORED_PREFIXES)):
             problems.append(f"unexpected tensor {name} (shape {list(tensors[name].shape)})")
     if problems:
         head = f"{folder}: the weights do not match config.json ({len(problems)} problem" \
                f"{'s' if len(problems) > 1 else ''}):"
         raise CheckpointError("\n  ".join([head] + problems[:50] + ([f"... {len(problems) - 50} more"]
                                                                     if len(problems) > 50 else [])))
+
+
+def has_fused_experts(tensors) -> bool:
+    """Qwen3.5-MoE's released files hold each layer's experts as two 3-D tensors."""
+    return any(name.endswith(".mlp.experts.gate_up_proj") for name in tensors)
 
 
 def _stored_name(dtype) -> str:
@@ -301,12 +331,15 @@ class Upcast:
 
     def __call__(self, *names, into=None) -> np.ndarray:
         """into: an array of the result's shape to write into (the experts' stacked arrays at load)."""
-        parts = [self.tensors[n] for n in names]
+        return self.arrays([self.tensors[n] for n in names], "|".join(names), into)
+
+    def arrays(self, parts, key, into=None) -> np.ndarray:
+        """The same for stored arrays (a slice of one, or a reshaped one): `key` names the buffer."""
         out = sum(t.shape[0] for t in parts)
         if into is not None:
             dst = into
         elif self.stream:  # stored [out, in] underneath like the file, so upcasting is a contiguous copy
-            key = (re.sub(r"\.\d+\.", ".N.", "|".join(names)), parts[0].shape[1:])
+            key = (re.sub(r"\.\d+\.", ".N.", key), parts[0].shape[1:])
             if key not in self.buffers:
                 self.buffers[key] = np.empty((out,) + parts[0].shape[1:], np.float32).T
             dst = self.buffers[key]
@@ -323,6 +356,14 @@ class Upcast:
                     dst[:, o + r:o + r + len(rows)] = rows.T
             o += n
         return dst
+
+
+def norm_weight(up, cfg, name) -> np.ndarray:
+    """An RMSNorm's weight as the forward pass multiplies by it. The hybrid generation stores its
+    norms zero-centred (initialised at 0, applied as 1 + w: transformers' Qwen3NextRMSNorm and
+    Gemma3's): the offset is added here, once, so that every norm computes the same x / rms(x) * w."""
+    w = up(name)
+    return w + np.float32(1) if cfg.hybrid else w
 
 
 def to_float32(a: np.ndarray) -> np.ndarray:

@@ -1,0 +1,217 @@
+"""Gated DeltaNet: the linear-attention token mixer of Qwen3.5 / Qwen3.6 and Qwen3-Next.
+
+Attention keeps every past key and value and compares each new query with all of them: memory and
+work grow with the context. A DeltaNet layer keeps instead, per value head, one matrix S
+[head_k_dim, head_v_dim], a fixed-size memory of associations key -> value, and updates it token
+by token with the delta rule (learn the part of v that S does not already predict from k):
+
+    S   = exp(g_t) * S                      decay: forget a little of everything (g_t <= 0)
+    err = v_t - S^T k_t                     what S gets wrong about this token's value
+    S   = S + beta_t * k_t err^T            write the correction, at rate beta_t in (0, 1)
+    o_t = S^T q_t                           read: the values associated with the query
+
+Around that recurrence, per layer:
+    x -> projections q, k, v (conv'd), z (output gate), b (-> beta), a (-> decay g)
+      -> causal depthwise convolution over [q | k | v] (kernel 4, each channel alone), then SiLU
+      -> q, k L2-normalised (so S's updates stay bounded), q scaled by head_k_dim^-0.5
+      -> each key head serves num_v_heads / num_k_heads consecutive value heads
+      -> beta = sigmoid(b),  g = -exp(A_log) * softplus(a + dt_bias)
+      -> the recurrence above -> RMSNorm(o) * silu(z) (a plain weight, not zero-centred) -> out_proj
+The layer's cache is the last kernel - 1 inputs of the convolution and S: constant in the length
+of the context, where attention's grows with it.
+"""
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from .primitives import linear, rms_norm, sigmoid, silu
+
+CHUNK = 64  # tokens per chunk of the chunked prefill, as transformers' torch fallback uses
+
+
+@dataclass
+class GatedDeltaNet:
+    """One layer's weights, float32, projections [in, out]."""
+    w_qkvz: np.ndarray      # [d, 2 Hk dk + 2 Hv dv]: q | k | v | z, each head after head
+    w_ba: np.ndarray        # [d, 2 Hv]: b | a
+    conv: np.ndarray        # [kernel, 2 Hk dk + Hv dv]: depthwise, one filter per channel of q | k | v
+    A_log: np.ndarray       # [Hv]
+    dt_bias: np.ndarray     # [Hv]
+    norm: np.ndarray        # [dv]
+    w_out: np.ndarray       # [Hv dv, d]
+
+    def __call__(self, x, cfg, ctx, cache, layer):
+        return gated_deltanet(x, self, cfg, ctx, cache, layer)
+
+
+@dataclass
+class DeltaState:
+    """What a DeltaNet layer remembers between forward calls (the cache of one layer)."""
+    conv: np.ndarray        # [b, kernel - 1, channels]: the last inputs of the convolution
+    S: np.ndarray           # [b, Hv, dk, dv]: the recurrent state
+
+
+def gated_deltanet(x, w: GatedDeltaNet, cfg, ctx, cache=None, layer=0):  # [b, t, d] -> [b, t, d]
+    b, t, _ = x.shape
+    Hk, Hv, dk, dv = cfg.linear_num_key_heads, cfg.linear_num_value_heads, cfg.linear_key_head_dim, \
+        cfg.linear_value_head_dim
+    if ctx.padding is not None:  # left padding must leave no trace in the state: zero it, as transformers does
+        x = x * ctx.padding[:, -t:, None].astype(np.float32)
+    state = cache.states.get(layer) if cache is not None else None
+
+    qkvz = linear(x, w.w_qkvz)                                            # [b, t, 2 Hk dk + 2 Hv dv]
+    channels = 2 * Hk * dk + Hv * dv
+    qkv, z = qkvz[..., :channels], qkvz[..., channels:]
+    beta_in, a = np.split(linear(x, w.w_ba), 2, axis=-1)                  # [b, t, Hv] x2
+
+    history = state.conv if state is not None else np.zeros((b, w.conv.shape[0] - 1, channels), np.float32)
+    qkv, conv_state = causal_conv(qkv, w.conv, history)
+    qkv = silu(qkv)
+    q, k, v = np.split(qkv, [Hk * dk, 2 * Hk * dk], axis=-1)
+    q = l2_normalise(q.reshape(b, t, Hk, dk)) * np.float32(dk ** -0.5)
+    k = l2_normalise(k.reshape(b, t, Hk, dk))
+    v = v.reshape(b, t, Hv, dv)
+    r = Hv // Hk  # key head h serves value heads h*r .. h*r + r - 1 (repeat, not tile)
+    q, k = np.repeat(q, r, axis=2), np.repeat(k, r, axis=2)               # [b, t, Hv, dk]
+
+    beta = sigmoid(beta_in)                                               # [b, t, Hv]
+    g = -np.exp(w.A_log) * softplus(a + w.dt_bias)                        # [b, t, Hv], log of the decay
+
+    S = state.S if state is not None else np.zeros((b, Hv, dk, dv), np.float32)
+    heads_first = [arr.transpose(0, 2, 1, 3) for arr in (q, k, v)]        # [b, Hv, t, *]
+    rule = delta_rule_chunked if t >= CHUNK else delta_rule
+    out, S = rule(*heads_first, g.transpose(0, 2, 1), beta.transpose(0, 2, 1), S)
+    if cache is not None:
+        cache.states[layer] = DeltaState(conv_state, S)
+
+    out = out.transpose(0, 2, 1, 3)                                       # [b, t, Hv, dv]
+    out = rms_norm(out, w.norm, cfg.rms_norm_eps) * silu(z.reshape(b, t, Hv, dv))
+    return linear(out.reshape(b, t, Hv * dv), w.w_out)
+
+
+# ---------------------------------------------------------------------------------------------
+# the pieces
+
+
+def causal_conv(x, weight, history):  # [b, t, c], [kernel, c], [b, kernel - 1, c] -> [b, t, c], new history
+    """Depthwise causal convolution: channel c at position t mixes its own last `kernel` inputs,
+    out[t] = sum_j weight[j] * x[t - kernel + 1 + j]; `history` holds the inputs before x (zeros
+    at the start of a sequence, the cached ones when decoding)."""
+    kernel = weight.shape[0]
+    full = np.concatenate([history, x], axis=1)                           # [b, kernel - 1 + t, c]
+    t = x.shape[1]
+    out = full[:, 0:t] * weight[0]
+    for j in range(1, kernel):
+        out += full[:, j:j + t] * weight[j]
+    return out, full[:, t:].copy()
+
+
+def l2_normalise(x, eps=1e-6):  # [..., d] -> [..., d]
+    """x / sqrt(sum(x^2) + eps), in float32, as transformers' (and the FLA library's) l2norm."""
+    return x / np.sqrt(np.einsum("...i,...i->...", x, x)[..., None] + np.float32(eps))
+
+
+def softplus(x):  # log(1 + e^x), without overflow for large x
+    return np.logaddexp(np.float32(0), x).astype(np.float32)
+
+
+def delta_rule(q, k, v, g, beta, S):  # [b, H, t, dk] x2, [b, H, t, dv], [b, H, t] x2, [b, H, dk, dv]
+    """The recurrence, token by token: the definition (and decode, where t = 1). -> o [b, H, t, dv], S."""
+    S = S.copy()
+    out = np.empty(v.shape, np.float32)
+    for i in range(q.shape[2]):
+        S *= np.exp(g[:, :, i])[..., None, None]                                     # decay
+        err = v[:, :, i] - np.einsum("bhkv,bhk->bhv", S, k[:, :, i])                  # v - S^T k
+        S += k[:, :, i, :, None] * (beta[:, :, i, None] * err)[:, :, None, :]         # S += beta k err^T
+        out[:, :, i] = np.einsum("bhkv,bhk->bhv", S, q[:, :, i])                      # o = S^T q
+    return out, S
+
+
+def delta_rule_chunked(q, k, v, g, beta, S, chunk=CHUNK):  # same as delta_rule, in chunks of matmuls
+    """The same recurrence over chunks of C tokens, with matrix products instead of a loop per token.
+
+    Within a chunk, write G_i = g_1 + ... + g_i (decay from the chunk's start to token i, in log
+    space) and S_0 the state entering the chunk. Unrolling the recurrence, the state after token i is
+        S_i = e^{G_i} S_0 + sum_{j <= i} e^{G_i - G_j} k_j u_j^T
+    where u_j = beta_j (v_j - S_{j-1}^T k_j) is token j's correction. Substituting S_{j-1} gives, for
+    all j of the chunk at once, a unit lower-triangular system
+        u_j + beta_j sum_{m < j} e^{G_j - G_m} (k_j . k_m) u_m = beta_j v_j - beta_j e^{G_j} S_0^T k_j
+    i.e. (I + L) U = V_beta - W S_0, with L[j, m] = beta_j e^{G_j - G_m} k_j . k_m for m < j and
+    W_j = beta_j e^{G_j} k_j. Solving it once per chunk (np.linalg.solve on [C, C]) gives
+    U = U0 - W' S_0, with U0 = (I + L)^-1 V_beta and W' = (I + L)^-1 W, neither depending on S_0.
+    Then the outputs and the next state are matrix products:
+        o_i = e^{G_i} S_0^T q_i + sum_{j <= i} e^{G_i - G_j} (q_i . k_j) u_j
+        S_C = e^{G_C} S_0 + sum_j e^{G_C - G_j} k_j u_j^T
+    This is transformers' torch_chunk_gated_delta_rule, and agrees with the token loop to ~1e-6."""
+    b, H, t, dk = q.shape
+    dv = v.shape[-1]
+    pad = -t % chunk
+    if pad:  # zeros after the end: they change nothing before it
+        q, k, v = (np.pad(a, ((0, 0), (0, 0), (0, pad), (0, 0))) for a in (q, k, v))
+        g, beta = (np.pad(a, ((0, 0), (0, 0), (0, pad))) for a in (g, beta))
+    n = (t + pad) // chunk
+    q, k, v = (a.reshape(b, H, n, chunk, -1) for a in (q, k, v))       # [b, H, n, C, d]
+    g, beta = g.reshape(b, H, n, chunk), beta.reshape(b, H, n, chunk)
+    G = np.cumsum(g, axis=-1)                                           # [b, H, n, C]
+    causal = np.tril(np.ones((chunk, chunk), bool))                     # j <= i
+    decay = np.where(causal, np.exp(np.where(causal, G[..., :, None] - G[..., None, :], 0)), 0)  # e^{G_i - G_j}
+
+    k_beta = k * beta[..., None]
+    L = np.where(np.tril(causal, -1), (k_beta @ k.swapaxes(-1, -2)) * decay, 0)   # strictly lower
+    system = L + np.eye(chunk, dtype=np.float32)                        # I + L
+    U0 = np.linalg.solve(system, v * beta[..., None])                   # [b, H, n, C, dv]
+    W = np.linalg.solve(system, k_beta * np.exp(G)[..., None])          # [b, H, n, C, dk]
+    intra = (q @ k.swapaxes(-1, -2)) * decay                            # [b, H, n, C, C]
+    q_decayed = q * np.exp(G)[..., None]                                # e^{G_i} q_i
+    k_decayed = k * np.exp(G[..., -1:] - G)[..., None]                  # e^{G_C - G_j} k_j
+    chunk_decay = np.exp(G[..., -1])[..., None, None]                   # e^{G_C}
+
+    out = np.empty((b, H, n, chunk, dv), np.float32)
+    S = S.copy()
+    for c in range(n):  # the one sequential part: the state handed from chunk to chunk
+        U = U0[:, :, c] - W[:, :, c] @ S                                # [b, H, C, dv]
+        out[:, :, c] = q_decayed[:, :, c] @ S + intra[:, :, c] @ U
+        S = S * chunk_decay[:, :, c] + k_decayed[:, :, c].swapaxes(-1, -2) @ U
+    return out.reshape(b, H, n * chunk, dv)[:, :, :t], S.astype(np.float32)
+
+
+# ---------------------------------------------------------------------------------------------
+# the checkpoint tensors that make this block (p: model.layers.{i}.linear_attn.)
+
+
+def load_gated_deltanet(up, cfg, p) -> GatedDeltaNet:
+    Hk, Hv, dk, dv = cfg.linear_num_key_heads, cfg.linear_num_value_heads, cfg.linear_key_head_dim, \
+        cfg.linear_value_head_dim
+    if cfg.deltanet_layout == "fused":
+        # Qwen3-Next stores in_proj_qkvz grouped per key head, [q_h | k_h | v of its r heads | z of its r
+        # heads] for each key head h, and in_proj_ba as [b of its r heads | a of its r heads]: reordered
+        # here, once, into the flat q | k | v | z and b | a that Qwen3.5 stores and the forward reads.
+        qkvz = up.tensors[p + "in_proj_qkvz.weight"]
+        ba = up.tensors[p + "in_proj_ba.weight"]
+        w_qkvz = up.arrays([qkvz[fused_qkvz_order(Hk, Hv, dk, dv)]], p + "in_proj_qkvz.weight")
+        w_ba = up.arrays([ba[fused_ba_order(Hk, Hv)]], p + "in_proj_ba.weight")
+    else:
+        w_qkvz = up(p + "in_proj_qkv.weight", p + "in_proj_z.weight")
+        w_ba = up(p + "in_proj_b.weight", p + "in_proj_a.weight")
+    conv = up.tensors[p + "conv1d.weight"]                              # [channels, 1, kernel]
+    return GatedDeltaNet(w_qkvz=w_qkvz, w_ba=w_ba,
+                         conv=up.arrays([conv.reshape(conv.shape[0], conv.shape[2])], p + "conv1d.weight"),
+                         A_log=up(p + "A_log"), dt_bias=up(p + "dt_bias"), norm=up(p + "norm.weight"),
+                         w_out=up(p + "out_proj.weight"))
+
+
+def fused_qkvz_order(Hk, Hv, dk, dv):
+    """Rows of Qwen3-Next's in_proj_qkvz, in the flat q | k | v | z order."""
+    r = Hv // Hk
+    group = 2 * dk + 2 * r * dv                                          # rows per key head
+    rows = np.arange(Hk * group).reshape(Hk, group)
+    q, k = rows[:, :dk], rows[:, dk:2 * dk]
+    v, z = rows[:, 2 * dk:2 * dk + r * dv], rows[:, 2 * dk + r * dv:]
+    return np.concatenate([q.ravel(), k.ravel(), v.ravel(), z.ravel()])
+
+
+def fused_ba_order(Hk, Hv):
+    r = Hv // Hk
+    rows = np.arange(2 * Hv).reshape(Hk, 2 * r)
+    return np.concatenate([rows[:, :r].ravel(), rows[:, r:].ravel()])
