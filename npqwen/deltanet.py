@@ -72,8 +72,7 @@ def gated_deltanet(x, w: GatedDeltaNet, cfg, ctx, cache=None, layer=0):  # [b, t
     q = l2_normalise(q.reshape(b, t, Hk, dk)) * np.float32(dk ** -0.5)
     k = l2_normalise(k.reshape(b, t, Hk, dk))
     v = v.reshape(b, t, Hv, dv)
-    r = Hv // Hk  # key head h serves value heads h*r .. h*r + r - 1 (repeat, not tile)
-    q, k = np.repeat(q, r, axis=2), np.repeat(k, r, axis=2)               # [b, t, Hv, dk]
+    q, k = per_value_head(q, Hv), per_value_head(k, Hv)                   # [b, t, Hv, dk]
 
     beta = sigmoid(beta_in)                                               # [b, t, Hv]
     g = -np.exp(w.A_log) * softplus(a + w.dt_bias)                        # [b, t, Hv], log of the decay
@@ -105,6 +104,11 @@ def causal_conv(x, weight, history):  # [b, t, c], [kernel, c], [b, kernel - 1, 
     for j in range(1, kernel):
         out += full[:, j:j + t] * weight[j]
     return out, full[:, t:].copy()
+
+
+def per_value_head(x, Hv):  # [b, t, Hk, dk] -> [b, t, Hv, dk]
+    """Key head h serves the Hv / Hk consecutive value heads h*r ... h*r + r - 1 (repeated, not tiled)."""
+    return np.repeat(x, Hv // x.shape[2], axis=2)
 
 
 def l2_normalise(x, eps=1e-6):  # [..., d] -> [..., d]

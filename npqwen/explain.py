@@ -21,6 +21,7 @@ from .plots import token_bytes
 from .primitives import (NEG, apply_rope, causal_mask, repeat_kv, rms_norm, rope_cos_sin, rope_inv_freq, silu,
                          softmax)
 from .tokenizer import Tokenizer
+from .deltanet import fused_ba_order, fused_qkvz_order, l2_normalise, softplus
 from .weights import open_checkpoint
 
 LENS_POSITIONS = 20     # the logit-lens picture shows at most the last 20 prompt positions
@@ -32,8 +33,8 @@ class LayerTensors:
     to float32 on first use and kept as the file stores them ([out, in]), as the seed walkthrough
     reads them from the state dict. Lazy, so that a mixture of experts upcasts only the experts used."""
 
-    def __init__(self, tensors, i):
-        self.tensors, self.prefix, self.done = tensors, f"model.layers.{i}.", {}
+    def __init__(self, tensors, i, prefix="model."):
+        self.tensors, self.prefix, self.done = tensors, f"{prefix}layers.{i}.", {}
 
     def __contains__(self, name):
         return self.prefix + name in self.tensors
@@ -43,60 +44,122 @@ class LayerTensors:
             self.done[name] = np.asarray(self.tensors[self.prefix + name], np.float32)
         return self.done[name]
 
+    def proj(self, h, name):  # a linear layer: h W^T (+ b); the file stores W as [out, in]
+        y = h @ self[f"{name}.weight"].T
+        return y + self[f"{name}.bias"] if f"{name}.bias" in self else y
+
 
 def layer_by_hand(cfg, tensors, x, i):  # [t, d] -> dict of every intermediate of decoder layer i
     """Decoder layer i written out step by step from the checkpoint's tensors, as the seed walkthrough
     does it (one matmul per projection, repeat_kv and explicit attention weights, for reading)."""
-    w = LayerTensors(tensors, i)
-    t = x.shape[0]
+    w = LayerTensors(tensors, i, cfg.weight_prefix)
+
+    def norm(name):  # the hybrid generation stores its RMSNorm weights zero-centred: applied as 1 + w
+        return w[name] + np.float32(1) if cfg.hybrid else w[name]
+
+    h = rms_norm(x, norm("input_layernorm.weight"), cfg.rms_norm_eps)
+    if cfg.layer_types[i] == "linear_attention":
+        steps = deltanet_by_hand(cfg, w, h)
+    else:
+        steps = attention_by_hand(cfg, w, h, i, norm)
+    x1 = x + steps["attn_out"]
+    g = rms_norm(x1, norm("post_attention_layernorm.weight"), cfg.rms_norm_eps)
+    return dict(steps, normed=h, after_attention=x1, mlp_in=g, **mlp_by_hand(cfg, w, g, x1))
+
+
+def attention_by_hand(cfg, w, h, i, norm):  # [t, d] -> the steps of (gated) self-attention
+    t = h.shape[0]
     H, K, hd = cfg.num_attention_heads, cfg.num_key_value_heads, cfg.head_dim
-
-    def proj(h, name):  # a linear layer: h W^T (+ b); the file stores W as [out, in]
-        y = h @ w[f"{name}.weight"].T
-        return y + w[f"{name}.bias"] if f"{name}.bias" in w else y
-
-    def swiglu(h, name):  # an MLP (or one expert): down(silu(gate(h)) * up(h))
-        gate, up = proj(h, f"{name}.gate_proj"), proj(h, f"{name}.up_proj")
-        return proj(silu(gate) * up, f"{name}.down_proj"), gate, up
-
-    h = rms_norm(x, w["input_layernorm.weight"], cfg.rms_norm_eps)
-    q = proj(h, "self_attn.q_proj").reshape(t, H, hd)                     # [t, H, hd]
-    k = proj(h, "self_attn.k_proj").reshape(t, K, hd)                     # [t, K, hd]
-    v = proj(h, "self_attn.v_proj").reshape(t, K, hd).transpose(1, 0, 2)  # [K, t, hd]
+    q = w.proj(h, "self_attn.q_proj")
+    gate = None
+    if cfg.hybrid:  # gated attention: each head's query, then its gate
+        q, gate = np.split(q.reshape(t, H, 2 * hd), 2, axis=-1)
+    q = q.reshape(t, H, hd)                                               # [t, H, hd]
+    k = w.proj(h, "self_attn.k_proj").reshape(t, K, hd)                   # [t, K, hd]
+    v = w.proj(h, "self_attn.v_proj").reshape(t, K, hd).transpose(1, 0, 2)  # [K, t, hd]
     q_raw = q.transpose(1, 0, 2)
-    if "self_attn.q_norm.weight" in w:  # Qwen3: each head of q and k RMS-normalised, before RoPE
-        q = rms_norm(q, w["self_attn.q_norm.weight"], cfg.rms_norm_eps)
-        k = rms_norm(k, w["self_attn.k_norm.weight"], cfg.rms_norm_eps)
+    if "self_attn.q_norm.weight" in w:  # Qwen3 on: each head of q and k RMS-normalised, before RoPE
+        q = rms_norm(q, norm("self_attn.q_norm.weight"), cfg.rms_norm_eps)
+        k = rms_norm(k, norm("self_attn.k_norm.weight"), cfg.rms_norm_eps)
     q, k = q.transpose(1, 0, 2), k.transpose(1, 0, 2)                     # [heads, t, hd]
     q_normed = q
-    inv_freq, scale = rope_inv_freq(hd, cfg.rope_parameters, cfg.max_position_embeddings, seq_len=t)
-    cos, sin = rope_cos_sin(inv_freq, np.arange(t)[None], scale)          # [1, t, hd]
+    inv_freq, scale = rope_inv_freq(cfg.rotary_dim, cfg.rope_parameters, cfg.max_position_embeddings, seq_len=t)
+    cos, sin = rope_cos_sin(inv_freq, np.arange(t)[None], scale)          # [1, t, rotary dims]
     q, k = apply_rope(q[None], cos, sin)[0], apply_rope(k[None], cos, sin)[0]
     kr, vr = repeat_kv(k[None], H // K)[0], repeat_kv(v[None], H // K)[0]   # [H, t, hd]
     mask = causal_mask(t, t, window=cfg.layer_window(i))[0]
     scores = q @ kr.transpose(0, 2, 1) * np.float32(hd ** -0.5) + mask
     weights = softmax(scores)                                             # [H, t, t]
-    attn = proj((weights @ vr).transpose(1, 0, 2).reshape(t, H * hd), "self_attn.o_proj")
-    x1 = x + attn
-    g = rms_norm(x1, w["post_attention_layernorm.weight"], cfg.rms_norm_eps)
-    steps = dict(normed=h, q_raw=q_raw, q_normed=q_normed, q=q, k=k, v=v, inv_freq=inv_freq, scores=scores,
-                 attention=weights, masked=mask[0] <= NEG / 2, attn_out=attn, after_attention=x1, mlp_in=g)
+    heads = (weights @ vr).transpose(1, 0, 2).reshape(t, H * hd)
+    if gate is not None:  # each head scaled by its gate, in (0, 1)
+        heads = heads * (1 / (1 + np.exp(-gate.reshape(t, H * hd))))
+    attn = w.proj(heads, "self_attn.o_proj")
+    return dict(q_raw=q_raw, q_normed=q_normed, q=q, k=k, v=v, inv_freq=inv_freq, scores=scores,
+                attention=weights, masked=mask[0] <= NEG / 2, attn_out=attn)
+
+
+def deltanet_by_hand(cfg, w, h):  # [t, d] -> the steps of a Gated DeltaNet layer, token by token
+    t = h.shape[0]
+    Hk, Hv, dk, dv = cfg.linear_num_key_heads, cfg.linear_num_value_heads, cfg.linear_key_head_dim, \
+        cfg.linear_value_head_dim
+    if cfg.deltanet_layout == "fused":  # Qwen3-Next: rows grouped per key head; put them flat first
+        qkvz = h @ w["linear_attn.in_proj_qkvz.weight"][fused_qkvz_order(Hk, Hv, dk, dv)].T
+        b, a = np.split(h @ w["linear_attn.in_proj_ba.weight"][fused_ba_order(Hk, Hv)].T, 2, axis=-1)
+        qkv, z = qkvz[:, :2 * Hk * dk + Hv * dv], qkvz[:, 2 * Hk * dk + Hv * dv:]
+    else:
+        qkv, z = w.proj(h, "linear_attn.in_proj_qkv"), w.proj(h, "linear_attn.in_proj_z")
+        b, a = w.proj(h, "linear_attn.in_proj_b"), w.proj(h, "linear_attn.in_proj_a")
+    conv = w["linear_attn.conv1d.weight"][:, 0]                           # [channels, kernel]
+    kernel = conv.shape[1]
+    padded = np.concatenate([np.zeros((kernel - 1, qkv.shape[1]), np.float32), qkv])
+    qkv = silu(sum(conv[:, j] * padded[j:j + t] for j in range(kernel)))  # causal, one filter per channel
+    q, k, v = np.split(qkv, [Hk * dk, 2 * Hk * dk], axis=-1)
+    q = l2_normalise(q.reshape(t, Hk, dk)) * np.float32(dk ** -0.5)
+    k = l2_normalise(k.reshape(t, Hk, dk))
+    v = v.reshape(t, Hv, dv)
+    beta = 1 / (1 + np.exp(-b))                                            # [t, Hv], the write rate
+    g = -np.exp(w["linear_attn.A_log"]) * softplus(a + w["linear_attn.dt_bias"])   # [t, Hv], log decay
+    S = np.zeros((Hv, dk, dv), np.float32)
+    out = np.zeros((t, Hv, dv), np.float32)
+    r = Hv // Hk
+    for i in range(t):                                                    # the recurrence, one token at a time
+        for head in range(Hv):
+            kh, qh = k[i, head // r], q[i, head // r]                     # key head head // r serves it
+            S[head] *= np.exp(g[i, head])
+            S[head] += beta[i, head] * np.outer(kh, v[i, head] - S[head].T @ kh)
+            out[i, head] = S[head].T @ qh
+    normed = rms_norm(out, w["linear_attn.norm.weight"], cfg.rms_norm_eps) * silu(z.reshape(t, Hv, dv))
+    attn = w.proj(normed.reshape(t, Hv * dv), "linear_attn.out_proj")
+    return dict(beta=beta, decay=np.exp(g), state=S, deltanet_out=out, attn_out=attn)
+
+
+def mlp_by_hand(cfg, w, g, x1):  # the post-attention-norm input [t, d] -> the MLP's steps and the layer output
+    def swiglu(h, name):  # an MLP (or one expert): down(silu(gate(h)) * up(h))
+        gate, up = w.proj(h, f"{name}.gate_proj"), w.proj(h, f"{name}.up_proj")
+        return w.proj(silu(gate) * up, f"{name}.down_proj"), gate, up
+
     if "mlp.gate.weight" not in w:  # a dense SwiGLU MLP
-        mlp, steps["gate"], steps["up"] = swiglu(g, "mlp")
-        return dict(steps, out=x1 + mlp)
+        mlp, gate, up = swiglu(g, "mlp")
+        return dict(gate=gate, up=up, out=x1 + mlp)
     # a sparse mixture of experts: the router picks k experts per token, their outputs are mixed
-    router_probs = softmax(proj(g, "mlp.gate"))                           # [t, E], over all experts
+    router_probs = softmax(w.proj(g, "mlp.gate"))                         # [t, E], over all experts
     chosen = np.argsort(-router_probs, axis=-1, kind="stable")[:, :cfg.num_experts_per_tok]   # [t, k]
     mix = np.take_along_axis(router_probs, chosen, -1)
     if cfg.norm_topk_prob:
         mix = mix / mix.sum(-1, keepdims=True)
     mlp = np.zeros_like(g)
+    fused = "mlp.experts.gate_up_proj" in w
     for e in np.unique(chosen):                                           # each expert over its tokens
         rows, slot = np.nonzero(chosen == e)
-        mlp[rows] += mix[rows, slot, None] * swiglu(g[rows], f"mlp.experts.{e}")[0]
-    if "mlp.shared_expert_gate.weight" in w:  # Qwen2-MoE: a shared expert, sigmoid-gated
-        mlp += 1 / (1 + np.exp(-proj(g, "mlp.shared_expert_gate"))) * swiglu(g, "mlp.shared_expert")[0]
-    return dict(steps, router_probs=router_probs, chosen=chosen, mix=mix, out=x1 + mlp)
+        if fused:  # Qwen3.5-MoE's files: all experts in two tensors, gate rows then up rows
+            gate, up = np.split(g[rows] @ w["mlp.experts.gate_up_proj"][e].T, 2, axis=-1)
+            out = (silu(gate) * up) @ w["mlp.experts.down_proj"][e].T
+        else:
+            out = swiglu(g[rows], f"mlp.experts.{e}")[0]
+        mlp[rows] += mix[rows, slot, None] * out
+    if "mlp.shared_expert_gate.weight" in w:  # a shared expert every token uses, sigmoid-gated
+        mlp += 1 / (1 + np.exp(-w.proj(g, "mlp.shared_expert_gate"))) * swiglu(g, "mlp.shared_expert")[0]
+    return dict(router_probs=router_probs, chosen=chosen, mix=mix, out=x1 + mlp)
 
 
 def router_of(model, hidden, i):  # [t, d] (the input of sparse layer i) -> router probabilities [t, E]
@@ -156,7 +219,7 @@ def show(tok, i):
 
 def explain(model, tensors, tok, ids, file=sys.stdout, top=10):
     cfg = model.config
-    H, K, hd, d = cfg.num_attention_heads, cfg.num_key_value_heads, cfg.head_dim, cfg.hidden_size
+    d = cfg.hidden_size
     r = walk(model, tensors, ids)
     t = len(ids)
 
@@ -170,6 +233,44 @@ def explain(model, tensors, tok, ids, file=sys.stdout, top=10):
     p("== layer 0, step by step")
     p(f"  input RMSNorm: x / rms(x) * weight; rms of the last token {np.sqrt(np.mean(r['embeddings'][-1] ** 2)):.4f}"
       f" -> {np.sqrt(np.mean(r['normed'][-1] ** 2)):.4f} (before the weight: 1)")
+    if cfg.layer_types[0] == "linear_attention":
+        explain_deltanet(p, cfg, r, t)
+    else:
+        explain_attention(p, cfg, r, ids, tok)
+    if "gate" in r:
+        p(f"  post-attention RMSNorm, then SwiGLU: down(silu(gate) * up), gate and up {list(r['gate'].shape)}"
+          f" -> {list(r['layer0_out'].shape)}, added to the residual stream")
+    else:
+        p(f"  post-attention RMSNorm, then a sparse mixture of {cfg.num_experts} experts: the router's softmax "
+          f"picks {cfg.num_experts_per_tok} per token" + (", renormalised to sum to 1" if cfg.norm_topk_prob else "")
+          + (", plus a sigmoid-gated shared expert" if cfg.shared_expert_intermediate_size else "")
+          + f" -> {list(r['layer0_out'].shape)}, added to the residual stream")
+    if r["routers"]:
+        k = cfg.num_experts_per_tok
+        p(f"== the router of each sparse layer, last token: probabilities over {cfg.num_experts} experts, "
+          f"the {k} chosen marked *")
+        for i, probs in r["routers"].items():
+            last = probs[-1]
+            chosen = set(np.argsort(-last, kind="stable")[:k].tolist())
+            shown = np.argsort(-last, kind="stable")[:max(k + 2, 6)]
+            p(f"  layer {i:2d}  " + "  ".join(f"{'*' if e in chosen else ' '}e{e} {last[e]:.3f}" for e in shown))
+    if cfg.hybrid:
+        explain_layer_pattern(p, cfg, t)
+    p("== every layer: logit lens (final norm + LM head on that layer's output, last position)")
+    for i, probs in enumerate(r["lens"]):
+        best = np.argsort(-probs, kind="stable")[:3]
+        guesses = ", ".join(f"{show(tok, b)} {probs[b]:.2f}" for b in best)
+        note = " (after the final norm)" if i == len(r["lens"]) - 1 else ""
+        p(f"  layer {i:2d}  |residual| {r['residual_norms'][i]:9.2f}   {guesses}{note}")
+    p("== next token")
+    probs = r["next_probs"]
+    for b in np.argsort(-probs, kind="stable")[:top]:
+        p(f"  {show(tok, b):>14}  {probs[b]:.4f}")
+    return r
+
+
+def explain_attention(p, cfg, r, ids, tok):
+    H, K, hd, t = cfg.num_attention_heads, cfg.num_key_value_heads, cfg.head_dim, len(ids)
     bq, bk, bv = (" + bq", " + bk", " + bv") if cfg.qkv_bias else ("", "", " (no biases)")
     p(f"  q = x Wq{bq} -> {H} heads x {hd}: {list(r['q'].shape)};  k, v = x Wk{bk}, x Wv{bv} -> "
       f"{K} heads: {list(r['k'].shape)}")
@@ -193,34 +294,37 @@ def explain(model, tensors, tok, ids, file=sys.stdout, top=10):
         p(f"    {show(tok, tid):>14}  {r['attention'][0, -1, j]:.3f}  {r['attention'][:, -1, j].mean():.3f}")
     p(f"  o_proj ({'with' if cfg.o_proj_bias else 'no'} bias) -> {list(r['attn_out'].shape)}, "
       f"added to the residual stream")
-    if "gate" in r:
-        p(f"  post-attention RMSNorm, then SwiGLU: down(silu(gate) * up), gate and up {list(r['gate'].shape)}"
-          f" -> {list(r['layer0_out'].shape)}, added to the residual stream")
-    else:
-        p(f"  post-attention RMSNorm, then a sparse mixture of {cfg.num_experts} experts: the router's softmax "
-          f"picks {cfg.num_experts_per_tok} per token" + (", renormalised to sum to 1" if cfg.norm_topk_prob else "")
-          + (", plus a sigmoid-gated shared expert" if cfg.shared_expert_intermediate_size else "")
-          + f" -> {list(r['layer0_out'].shape)}, added to the residual stream")
-    if r["routers"]:
-        k = cfg.num_experts_per_tok
-        p(f"== the router of each sparse layer, last token: probabilities over {cfg.num_experts} experts, "
-          f"the {k} chosen marked *")
-        for i, probs in r["routers"].items():
-            last = probs[-1]
-            chosen = set(np.argsort(-last, kind="stable")[:k].tolist())
-            shown = np.argsort(-last, kind="stable")[:max(k + 2, 6)]
-            p(f"  layer {i:2d}  " + "  ".join(f"{'*' if e in chosen else ' '}e{e} {last[e]:.3f}" for e in shown))
-    p("== every layer: logit lens (final norm + LM head on that layer's output, last position)")
-    for i, probs in enumerate(r["lens"]):
-        best = np.argsort(-probs, kind="stable")[:3]
-        guesses = ", ".join(f"{show(tok, b)} {probs[b]:.2f}" for b in best)
-        note = " (after the final norm)" if i == len(r["lens"]) - 1 else ""
-        p(f"  layer {i:2d}  |residual| {r['residual_norms'][i]:9.2f}   {guesses}{note}")
-    p("== next token")
-    probs = r["next_probs"]
-    for b in np.argsort(-probs, kind="stable")[:top]:
-        p(f"  {show(tok, b):>14}  {probs[b]:.4f}")
-    return r
+
+
+def explain_deltanet(p, cfg, r, t):
+    Hk, Hv, dk, dv = cfg.linear_num_key_heads, cfg.linear_num_value_heads, cfg.linear_key_head_dim, \
+        cfg.linear_value_head_dim
+    p(f"  layer 0 is a Gated DeltaNet layer (linear attention): no attention scores, but a state S per value "
+      f"head, [{dk} x {dv}], updated token by token")
+    p(f"  projections: q, k ({Hk} key heads x {dk}), v ({Hv} value heads x {dv}), z (the output gate), "
+      f"b and a (one per value head); a causal convolution of kernel {cfg.linear_conv_kernel_dim} over q, k, v "
+      f"(each channel mixes its own last {cfg.linear_conv_kernel_dim} inputs), then SiLU; q and k L2-normalised")
+    p(f"  each key head serves {Hv // Hk} value heads; per token: S = decay * S;  S += beta * k (v - S^T k)^T;  "
+      f"out = S^T q")
+    p("  last token, per value head: beta = sigmoid(b) (how much it writes), decay = exp(g) (how much of S it keeps)")
+    for head in range(min(Hv, 8)):
+        p(f"    head {head:2d}  beta {r['beta'][-1, head]:.3f}  decay {r['decay'][-1, head]:.3f}  "
+          f"|S| {np.linalg.norm(r['state'][head]):.3f}")
+    p(f"  RMSNorm(out) * silu(z), out_proj -> {list(r['attn_out'].shape)}, added to the residual stream")
+
+
+def explain_layer_pattern(p, cfg, t):
+    """Which layers are linear, which full, and what each keeps for this prompt."""
+    from .info import summary
+    s = summary(cfg)
+    kinds = "".join("L" if kind == "linear_attention" else "F" for kind in cfg.layer_types)
+    p(f"== the layers: {kinds} (L = Gated DeltaNet, F = full attention)")
+    state = s["state_bytes_float32"] / s["linear_layers"]
+    kv = 2 * cfg.num_key_value_heads * cfg.head_dim * 4 * t
+    p(f"  a DeltaNet layer keeps {state / 1024:.1f} KiB of state (float32) whatever the prompt's length; "
+      f"a full-attention layer's KV cache holds {kv / 1024:.1f} KiB for these {t} tokens "
+      f"({2 * cfg.num_key_value_heads * cfg.head_dim * 4 / 1024:.1f} KiB per token), so the KV cache "
+      f"outgrows the state after {int(state // (kv / t)) + 1} tokens")
 
 
 def default_heads(cfg):
@@ -238,7 +342,7 @@ def pictures(cfg, tensors, r, ids, tok, fonts, layers, heads):
     labels = [token_label(tok, i, fonts) for i in ids]
     rows = [[gqa_panel(H, K, shown=heads)]] if K < H else []
     maps = []
-    for i in layers:
+    for i in [i for i in layers if cfg.layer_types[i] != "linear_attention"]:  # DeltaNet layers have no map
         a = layer_by_hand(cfg, tensors, r["hidden_states"][i][0], i)
         maps += [attention_panel(a["attention"][h], labels, f"layer {i}, query head {h} (reads kv head {h // G})",
                                  masked=a["masked"]) for h in heads]
@@ -269,8 +373,8 @@ def plot(cfg, tensors, r, ids, tok, path, layers=None, heads=None, fonts=None):
         from .plots import find_fonts, save
     except ImportError:
         raise NpqwenError("--plot needs matplotlib (pip install matplotlib)") from None
-    n = cfg.num_hidden_layers
-    layers = sorted({0, n - 1}) if layers is None else layers
+    full = [i for i, kind in enumerate(cfg.layer_types) if kind != "linear_attention"]
+    layers = sorted({full[0], full[-1]}) if layers is None else layers
     heads = default_heads(cfg) if heads is None else heads
     if len(layers) * len(heads) > MAX_MAPS:
         raise NpqwenError(f"--layers and --heads ask for {len(layers) * len(heads)} attention maps; "

@@ -8,6 +8,7 @@ weights reads per token.
 """
 
 import argparse
+import re
 import sys
 
 import numpy as np
@@ -20,17 +21,24 @@ from .weights import expected_shapes
 def summary(cfg: ModelConfig) -> dict:
     shapes = expected_shapes(cfg)
     count = {name: int(np.prod(s)) for name, s in shapes.items()}
-    embed = count["model.embed_tokens.weight"]
+    m = cfg.weight_prefix
+    embed = count[m + "embed_tokens.weight"]
     head = count.get("lm_head.weight", 0)
-    layers = sum(v for k, v in count.items() if k.startswith("model.layers."))
-    attn = sum(v for k, v in count.items() if ".self_attn." in k)
+    layers = sum(v for k, v in count.items() if k.startswith(m + "layers."))
+    attn = sum(v for k, v in count.items() if ".self_attn." in k or ".linear_attn." in k)  # the token mixers
     total = sum(count.values())
     experts = sum(v for k, v in count.items() if ".mlp.experts." in k)
     sparse_layers = cfg.mlp_types.count("sparse")
     idle = experts * (cfg.num_experts - cfg.num_experts_per_tok) // cfg.num_experts if sparse_layers else 0
-    kv_values = 2 * cfg.num_hidden_layers * cfg.num_key_value_heads * cfg.head_dim
+    full = sum(kind != "linear_attention" for kind in cfg.layer_types)   # layers with a KV cache
+    kv_values = 2 * full * cfg.num_key_value_heads * cfg.head_dim
+    linear = cfg.num_hidden_layers - full                                # DeltaNet layers: a fixed state
+    channels = 2 * cfg.linear_num_key_heads * cfg.linear_key_head_dim + \
+        cfg.linear_num_value_heads * cfg.linear_value_head_dim
+    state_values = linear * ((cfg.linear_conv_kernel_dim - 1) * channels +
+                             cfg.linear_num_value_heads * cfg.linear_key_head_dim * cfg.linear_value_head_dim)
     D, V = cfg.hidden_size, cfg.vocab_size
-    per_layer = {k.split(".", 3)[3]: v for k, v in count.items() if k.startswith("model.layers.")}
+    per_layer = {re.sub(r"^.*?layers\.\d+\.", "", k): v for k, v in count.items() if k.startswith(m + "layers.")}
     one_expert = sum(v for k, v in per_layer.items() if k.startswith("mlp.experts.0."))
     shared_parts = sum(v for k, v in per_layer.items() if ".experts." not in k)  # every layer kind, once
     stream_buffers = 4 * (shared_parts + one_expert + min(16384, V) * D)
@@ -39,7 +47,8 @@ def summary(cfg: ModelConfig) -> dict:
                 embedding=embed, lm_head=head, layers=layers, attention=attn, mlp=layers - attn -
                 2 * cfg.hidden_size * cfg.num_hidden_layers, bf16_bytes=2 * total, float32_bytes=4 * total,
                 kv_bytes_per_token_bf16=2 * kv_values, kv_bytes_per_token_float32=4 * kv_values,
-                kv_bytes_per_token_without_gqa_bf16=2 * kv_values * cfg.num_key_value_groups)
+                kv_bytes_per_token_without_gqa_bf16=2 * kv_values * cfg.num_key_value_groups,
+                full_attention_layers=full, linear_layers=linear, state_bytes_float32=4 * state_values)
 
 
 def _gb(n):
@@ -64,7 +73,8 @@ def main(argv=None):
           f"{cfg.num_key_value_heads} kv heads of {cfg.head_dim} ({cfg.num_key_value_groups} per kv head), "
           f"{mlp}, vocab {cfg.vocab_size}, tied embeddings: {cfg.tie_word_embeddings}")
     print(f"parameters: {s['total'] / 1e9:.3f} B  (embedding {s['embedding'] / 1e6:.1f} M, "
-          f"LM head {s['lm_head'] / 1e6:.1f} M, layers {s['layers'] / 1e6:.1f} M: attention "
+          f"LM head {s['lm_head'] / 1e6:.1f} M, layers {s['layers'] / 1e6:.1f} M: "
+          f"{'attention and DeltaNet' if s['linear_layers'] else 'attention'} "
           f"{s['attention'] / 1e6:.1f} M, MLP {s['mlp'] / 1e6:.1f} M)")
     print(f"weights: {_gb(s['bf16_bytes'])} in bf16, {_gb(s['float32_bytes'])} in float32")
     if s["sparse_layers"]:
@@ -80,6 +90,14 @@ def main(argv=None):
               f"experts, the rest of every layer and the LM head) from a {_gb(s['bf16_bytes'])} memory-mapped "
               f"file, and keeps {_gb(s['stream_buffer_bytes'])} of float32 buffers (one layer's attention, "
               f"router and shared expert, one expert at a time, a block of the LM head) plus the KV cache")
+    if s["linear_layers"]:
+        print(f"hybrid: {s['linear_layers']} Gated DeltaNet layers (linear attention: a fixed state each) and "
+              f"{s['full_attention_layers']} full-attention layers (a KV cache); the DeltaNet state takes "
+              f"{s['state_bytes_float32'] / 2**20:.1f} MiB in float32, whatever the length of the context")
+        print(f"memory per token of context (the full-attention layers' KV cache only): "
+              f"{s['kv_bytes_per_token_bf16'] / 1024:.1f} KiB in bf16, "
+              f"{s['kv_bytes_per_token_float32'] / 1024:.1f} KiB in float32; if every layer were full attention: "
+              f"{s['kv_bytes_per_token_bf16'] * cfg.num_hidden_layers / s['full_attention_layers'] / 1024:.1f} KiB in bf16")
     print(f"KV cache per token: {s['kv_bytes_per_token_bf16'] / 1024:.1f} KiB in bf16, "
           f"{s['kv_bytes_per_token_float32'] / 1024:.1f} KiB in float32 (npqwen); "
           f"without GQA it would be {s['kv_bytes_per_token_without_gqa_bf16'] / 1024:.1f} KiB in bf16")

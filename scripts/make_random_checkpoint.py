@@ -25,7 +25,21 @@ QWEN3 = dict(model_type="qwen3", architectures=["Qwen3ForCausalLM"], rope_theta=
              bos_token_id=151643, eos_token_id=151645)
 QWEN3_MOE = dict(QWEN3, model_type="qwen3_moe", architectures=["Qwen3MoeForCausalLM"], norm_topk_prob=True,
                  decoder_sparse_step=1, mlp_only_layers=[])
-# The published shapes (config.json) of these models.
+QWEN3_5 = dict(model_type="qwen3_5_text", architectures=["Qwen3_5ForCausalLM"], vocab_size=248320, head_dim=256,
+               linear_conv_kernel_dim=4, linear_key_head_dim=128, linear_value_head_dim=128, linear_num_key_heads=16,
+               linear_num_value_heads=32, full_attention_interval=4, max_position_embeddings=262144,
+               rope_parameters={"rope_type": "default", "rope_theta": 10000000.0, "partial_rotary_factor": 0.25})
+SHARED = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "shared", "assets")
+
+
+def qwen3_5_0_8b():
+    """The released Qwen3.5-0.8B layout, read from ../shared (its config.json, shapes only)."""
+    with open(os.path.join(SHARED, "qwen3_5", "configs", "Qwen3.5-0.8B", "config.json")) as f:
+        return json.load(f)
+
+
+# The published shapes (config.json) of these models. Qwen3.5-9B: transformers' Qwen3_5TextConfig
+# defaults, which its documentation calls the Qwen3.5-9B style; Qwen3.5-35B-A3B: Qwen3_5MoeTextConfig's.
 SHAPES = {
     "0.5b": dict(QWEN2, hidden_size=896, intermediate_size=4864, num_hidden_layers=24, num_attention_heads=14,
                  num_key_value_heads=2, vocab_size=151936, tie_word_embeddings=True, max_position_embeddings=32768),
@@ -38,17 +52,33 @@ SHAPES = {
                           num_attention_heads=32, num_key_value_heads=4, head_dim=128, vocab_size=151936,
                           moe_intermediate_size=768, num_experts=128, num_experts_per_tok=8,
                           tie_word_embeddings=False, max_position_embeddings=40960),
+    "qwen3.5-0.8b": qwen3_5_0_8b,
+    "qwen3.5-9b": dict(QWEN3_5, hidden_size=4096, intermediate_size=12288, num_hidden_layers=32, num_attention_heads=16,
+                       num_key_value_heads=4, tie_word_embeddings=False),
+    "qwen3.5-35b-a3b": dict(QWEN3_5, model_type="qwen3_5_moe_text", architectures=["Qwen3_5MoeForCausalLM"],
+                            hidden_size=2048, num_hidden_layers=40, num_attention_heads=16, num_key_value_heads=2,
+                            num_experts=256, num_experts_per_tok=8, moe_intermediate_size=512,
+                            shared_expert_intermediate_size=512, tie_word_embeddings=False),
 }
 
 
+def shape_config(shape):
+    return SHAPES[shape]() if callable(SHAPES[shape]) else dict(SHAPES[shape])
+
+
 def write(out, shape="0.5b", layers=None, seed=0):
-    cfg = dict(SHAPES[shape], rms_norm_eps=1e-6, hidden_act="silu", torch_dtype="bfloat16", use_sliding_window=False)
+    cfg = dict(shape_config(shape), torch_dtype="bfloat16")
+    text = cfg.get("text_config", cfg)  # a composite checkpoint's text model
+    text.setdefault("rms_norm_eps", 1e-6)
     if layers:
-        cfg["num_hidden_layers"] = layers
+        text["num_hidden_layers"] = layers
+        if "layer_types" in text:
+            text["layer_types"] = text["layer_types"][:layers]
     os.makedirs(out, exist_ok=True)
     with open(os.path.join(out, "config.json"), "w") as f:
         json.dump(cfg, f, indent=2)
-    shapes = expected_shapes(ModelConfig.from_dict(cfg))
+    parsed = ModelConfig.from_dict(cfg)
+    shapes = expected_shapes(parsed)
     rng = np.random.default_rng(seed)
     header, offset = {}, 0
     for name, shp in shapes.items():
@@ -61,8 +91,8 @@ def write(out, shape="0.5b", layers=None, seed=0):
         f.write(len(raw).to_bytes(8, "little"))
         f.write(raw)
         for name, shp in shapes.items():
-            if name.endswith("norm.weight"):
-                a = 1.0 + 0.1 * rng.standard_normal(shp, np.float32)
+            if name.endswith("norm.weight"):  # the hybrid generation's norms are zero-centred (1 + w)
+                a = (0.0 if parsed.hybrid and "linear_attn" not in name else 1.0) + 0.1 * rng.standard_normal(shp, np.float32)
             else:
                 fan_in = shp[-1] if len(shp) == 2 else 1
                 a = rng.standard_normal(shp, np.float32) * (0.02 if "embed" in name else fan_in ** -0.5)
@@ -73,7 +103,7 @@ def write(out, shape="0.5b", layers=None, seed=0):
 if __name__ == "__main__":
     p = argparse.ArgumentParser()
     p.add_argument("out")
-    p.add_argument("--shape", choices=SHAPES, default="0.5b")
+    p.add_argument("--shape", choices=list(SHAPES), default="0.5b")
     p.add_argument("--layers", type=int)
     a = p.parse_args()
     print(write(a.out, a.shape, a.layers))
