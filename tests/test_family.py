@@ -208,3 +208,77 @@ def test_shared_expert_is_sigmoid_gated():
     gate = sigmoid(x @ w.shared_gate)
     np.testing.assert_allclose(sparse_moe(x, w) - sparse_moe(x, without),
                                gate * swiglu_mlp(x, w.shared.w_gate_up, w.shared.w_down), rtol=1e-4, atol=1e-5)
+
+
+# ---------------------------------------------------------------------------------------------
+# the hybrid generation's configs
+
+
+def test_qwen3_5_released_config():
+    """The released Qwen3.5-0.8B layout: a composite config whose text model is read."""
+    path = shared_asset("..", "qwen3_5", "configs", "Qwen3.5-0.8B", "config.json")
+    with open(path) as f:
+        raw = json.load(f)
+    cfg = ModelConfig.from_file(path)
+    text = raw["text_config"]
+    assert cfg.model_type == "qwen3_5" and cfg.weight_prefix == "model.language_model."
+    assert cfg.layer_types == text["layer_types"] and cfg.layer_types.count("full_attention") == 6
+    assert (cfg.head_dim, cfg.rotary_dim, cfg.hidden_size, cfg.vocab_size) == (256, 64, 1024, 248320)
+    assert cfg.rope_parameters == {"rope_type": "default", "rope_theta": 1e7}   # mrope: text-only, plain RoPE
+    assert cfg.tie_word_embeddings is True and cfg.hybrid and cfg.qk_norm and not cfg.qkv_bias
+    assert (cfg.linear_num_key_heads, cfg.linear_num_value_heads, cfg.linear_key_head_dim,
+            cfg.linear_value_head_dim, cfg.linear_conv_kernel_dim) == (16, 16, 128, 128, 4)
+    assert cfg.mlp_types == ["dense"] * 24 and cfg.deltanet_layout == "split"
+
+
+def hybrid(model_type, **changes):
+    d = {**BASE, "model_type": model_type, "num_hidden_layers": 8, **changes}
+    return ModelConfig.from_dict(d)
+
+
+def test_hybrid_layer_pattern():
+    assert hybrid("qwen3_5_text").layer_types == ["linear_attention"] * 3 + ["full_attention"] + \
+        ["linear_attention"] * 3 + ["full_attention"]                       # full_attention_interval 4
+    assert hybrid("qwen3_next", full_attention_interval=2).layer_types == ["linear_attention", "full_attention"] * 4
+    irregular = ["full_attention"] + ["linear_attention"] * 6 + ["full_attention"]
+    assert hybrid("qwen3_5_text", layer_types=irregular).layer_types == irregular
+    with pytest.raises(ConfigError, match="sliding_attention"):
+        hybrid("qwen3_5_text", layer_types=["sliding_attention"] * 8)
+
+
+def test_hybrid_defaults_are_transformers():
+    c = hybrid("qwen3_5_text")
+    assert (c.head_dim, c.partial_rotary_factor, c.linear_num_key_heads, c.linear_num_value_heads) == (256, 0.25, 16, 32)
+    n = hybrid("qwen3_next")
+    assert (n.num_experts, n.num_experts_per_tok, n.norm_topk_prob, n.shared_expert_intermediate_size) == (512, 10, True, 512)
+    assert n.deltanet_layout == "fused"
+    m = hybrid("qwen3_5_moe_text", intermediate_size=None, norm_topk_prob=False, decoder_sparse_step=2)
+    assert m.mlp_types == ["sparse"] * 8 and m.norm_topk_prob is True   # always renormalised, every layer sparse
+
+
+def test_composite_config_errors():
+    base = {"model_type": "qwen3_5", "architectures": ["Qwen3_5ForConditionalGeneration"]}
+    with pytest.raises(ConfigError, match="text_config"):
+        ModelConfig.from_dict(base)
+    with pytest.raises(ConfigError, match="text_config.model_type"):
+        ModelConfig.from_dict({**base, "text_config": {**BASE, "model_type": "qwen3_5_moe_text"}})
+    with pytest.raises(ConfigError, match=r"\(text_config\).*hidden_size"):
+        ModelConfig.from_dict({**base, "text_config": {**BASE, "hidden_size": "64"}})
+    cfg = ModelConfig.from_dict({**base, "tie_word_embeddings": True, "text_config": {**BASE, "tie_word_embeddings": False}})
+    assert cfg.tie_word_embeddings is True      # the top level decides, as Qwen3_5Config does
+
+
+@pytest.mark.parametrize("changes,needle", [
+    (dict(linear_num_value_heads=6, linear_num_key_heads=4), "divisible"),
+    (dict(linear_key_head_dim=0), "linear_key_head_dim"),
+    (dict(rope_parameters={"rope_type": "default", "rope_theta": 1e7, "partial_rotary_factor": 1.5}),
+     "partial_rotary_factor"),
+])
+def test_bad_hybrid_fields(changes, needle):
+    with pytest.raises(ConfigError, match=needle):
+        hybrid("qwen3_5_text", **changes)
+
+
+def test_partial_rotary_is_refused_outside_the_hybrid_generation():
+    with pytest.raises(ConfigError, match="partial_rotary_factor"):
+        parse("qwen3", rope_parameters={"rope_type": "default", "rope_theta": 1e6, "partial_rotary_factor": 0.5})
