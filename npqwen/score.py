@@ -33,6 +33,7 @@ from .progress import Progress
 from .tokenizer import Tokenizer
 
 MAX_INPUT_BYTES = 256 << 20   # far more text than a run can score (about 4 bytes a token): /dev/zero is a mistake
+MAX_TOP_K = 1000
 BATCH_CHUNK = 16              # windows are sorted by length within runs of BATCH_CHUNK x batch_size (less padding)
 
 
@@ -251,8 +252,8 @@ def main(argv=None) -> int:
 
 def _main(argv) -> int:
     args = _parser().parse_args(argv)
-    if args.top_k < 0:
-        raise NpqwenError(f"--top-k must be an integer >= 0, found {args.top_k}")
+    if not 0 <= args.top_k <= MAX_TOP_K:  # K alternatives are kept for every position of a batch of windows
+        raise NpqwenError(f"--top-k must be an integer from 0 to {MAX_TOP_K}, found {args.top_k}")
     model_folder(args.model)
 
     t0 = time.perf_counter()  # every small file and the input are checked before the weights load
