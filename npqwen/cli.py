@@ -8,6 +8,7 @@ is checked before the weights are loaded.
 """
 
 import argparse
+import json
 import os
 import sys
 import time
@@ -64,6 +65,12 @@ def _parser():
                        help="with --chat: ask it to answer without reasoning (enable_thinking=False)")
     p.add_argument("--hide-thinking", action="store_true",
                    help="do not print the <think>...</think> block, only the answer")
+    p.add_argument("--json", action="store_true",
+                   help="write one JSON object per generated token (id, text, token, finish_reason) instead of text")
+    p.add_argument("--logprobs", type=int, metavar="K",
+                   help="(implies --json) each token's log-probability under the distribution it was drawn from "
+                        "(after the sampling processors, as transformers' output_scores) and the K most likely "
+                        "alternatives")
     return p
 
 
@@ -74,6 +81,8 @@ def _validate(args):
     another seed (some tools read -1 as "random"; here that is leaving --seed out)."""
     if args.max_new_tokens is not None and args.max_new_tokens < 1:
         raise NpqwenError(f"--max-new-tokens must be at least 1, found {args.max_new_tokens}")
+    if args.logprobs is not None and args.logprobs < 0:
+        raise NpqwenError(f"--logprobs must be an integer >= 0 (how many alternatives to list), found {args.logprobs}")
     if args.seed is not None and args.seed < 0:
         raise NpqwenError(f"--seed must be an integer >= 0 (leave it out for a random seed), found {args.seed}")
     given = {k: getattr(args, k) for k in ("temperature", "top_k", "top_p", "min_p", "repetition_penalty")
@@ -151,13 +160,16 @@ def _run(model, tok, ids, args, settings, eos, max_new):
     t0 = time.perf_counter()
     t_first, n, pieces, last = None, 0, [], None
     shown = HideThinking(tok) if args.hide_thinking else (lambda token: token.text)
-    for last in generate(model, tok, ids, max_new, settings, args.seed, eos):
+    for last in generate(model, tok, ids, max_new, settings, args.seed, eos, logprobs=args.logprobs):
         if t_first is None:
             t_first = time.perf_counter()
         n += 1
         pieces.append(last.text)
         text = shown(last)
-        if text:
+        if args.json or args.logprobs is not None:
+            sys.stdout.write(json.dumps(_token_json(tok, last, text), ensure_ascii=False) + "\n")
+            sys.stdout.flush()
+        elif text:
             sys.stdout.write(text)
             sys.stdout.flush()
     t_end = time.perf_counter()
@@ -171,10 +183,52 @@ def _run(model, tok, ids, args, settings, eos, max_new):
     return "".join(pieces)
 
 
-def generate_main(argv=None) -> int:
+def _token_json(tok, token, text):
+    """One generated token as --json writes it. text: what the plain output prints for it ("" mid-character;
+    joined, the whole output); token: this id decoded alone, special tokens included."""
+    d = {"id": token.id, "text": text, "token": tok.decode([token.id])}
+    if token.logprob is not None:
+        d["logprob"] = _short_float(token.logprob)
+        d["top_logprobs"] = [{"id": i, "token": tok.decode([i]), "logprob": _short_float(v)}
+                             for i, v in token.top_logprobs]
+    d["finish_reason"] = token.finish_reason
+    return d
+
+
+def _short_float(x):
+    """A float32 value with the digits float32 holds (8 significant), not float64's 17."""
+    return float(f"{x:.8g}")
+
+
+def model_folder(path):
+    """--model of score and compare: a checkpoint folder that exists."""
+    if not os.path.isdir(path):
+        raise NpqwenError(f"--model {_printable(path)}: no such folder")
+    return path
+
+
+def run_tool(main, argv) -> int:
+    """npqwen's command-line convention around main(argv) -> exit status: bad input (any NpqwenError)
+    is one `error:` line on stderr and status 2; Ctrl-C is 130; a closed pipe (`| head`) ends quietly."""
     if getattr(sys.stdout, "errors", None) == "strict" and hasattr(sys.stdout, "reconfigure"):
         sys.stdout.reconfigure(errors="replace")  # an ASCII or Latin-1 terminal gets "?", not a traceback
     try:
+        return main(argv)
+    except NpqwenError as e:  # (a message's later lines, such as a list of problems, are indented)
+        print("error: " + "\n".join(_printable(line) for line in str(e).split("\n")), file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("", file=sys.stderr)
+        return 130
+    except BrokenPipeError:  # e.g. piped into `head`
+        sys.stderr.close()
+        return 0
+    except SystemExit as e:  # --help
+        return e.code or 0
+
+
+def generate_main(argv=None) -> int:
+    def main(argv):
         args = _parser().parse_args(argv)
         given = _validate(args)
         prompt = _read_prompt(args)
@@ -215,17 +269,7 @@ def generate_main(argv=None) -> int:
         else:
             _interactive(model, tok, messages, args, settings, eos, max_new)
         return 0
-    except NpqwenError as e:  # (a message's later lines, such as a list of problems, are indented)
-        print("error: " + "\n".join(_printable(line) for line in str(e).split("\n")), file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("", file=sys.stderr)
-        return 130
-    except BrokenPipeError:  # e.g. piped into `head`
-        sys.stderr.close()
-        return 0
-    except SystemExit as e:  # --help
-        return e.code or 0
+    return run_tool(main, argv)
 
 
 def _encode(tok, prompt_or_messages, think=None):

@@ -6,7 +6,10 @@
 
 `generate` is the streaming API for one prompt (text or ids): the text of its tokens, joined, is
 the decoded continuation, nothing held back at the end. `generate_batch` runs several prompts of
-different lengths together, left-padded, giving each the tokens it would get alone.
+different lengths together, left-padded, giving each the tokens it would get alone. With
+logprobs=K, each token also carries its log-probability under the distribution it was drawn from
+(the logits after the sampling processors: transformers' output_scores) and the K most likely
+tokens under that distribution.
 """
 
 import numbers
@@ -17,8 +20,9 @@ import numpy as np
 from .cache import KVCache
 from .errors import NpqwenError
 from .generation_config import eos_token_ids
+from .logprobs import step_logprobs
 from .model import available_memory
-from .sampling import SamplingSettings, sample
+from .sampling import SamplingSettings, draw, processed_logits
 
 
 @dataclass
@@ -27,6 +31,10 @@ class Token:
     text: str = ""                    # the text this token completes ("" mid-character, or without tokenizer);
                                       # the last token's also carries what was held back, as decode renders it
     finish_reason: str | None = None  # on the last token: "eos", "length" (max_new_tokens) or "context"
+    logprob: float | None = None      # with logprobs=K: log-probability of this id under the distribution it
+                                      # was drawn from (after the sampling processors: transformers' output_scores)
+    top_logprobs: list | None = None  # with logprobs=K: the K most likely [(id, logprob)] under it, most likely
+                                      # first (fewer when sampling filters leave fewer tokens)
 
 
 def context_limit(config) -> int:
@@ -39,11 +47,13 @@ def context_limit(config) -> int:
 
 
 def generate_steps(model, prompts, max_new_tokens, settings=None, seed=None, eos_ids=(), pad_id=0, max_context=None,
-                   min_new_tokens=0):
+                   min_new_tokens=0, logprobs=None):
     """Yield, for each step, the next token of every prompt ([b] ints). Rows that produced an eos
     id continue with pad_id (as transformers does) until all are done. prompts: list of id lists.
     max_context: stop when a sequence reaches this many positions (default: context_limit).
-    min_new_tokens: the eos ids cannot be chosen before this many tokens (transformers' option)."""
+    min_new_tokens: the eos ids cannot be chosen before this many tokens (transformers' option).
+    logprobs=K (an int >= 0): yield (ids [b], [(logprob, [(id, logprob)] * <= K)] per row) instead,
+    see logprobs.step_logprobs."""
     settings = (settings or SamplingSettings()).validate()
     cfg = model.config
     if not prompts or any(len(p) == 0 for p in prompts):
@@ -52,6 +62,8 @@ def generate_steps(model, prompts, max_new_tokens, settings=None, seed=None, eos
         raise NpqwenError(f"max_new_tokens must be an integer of at least 1, found {max_new_tokens!r}")
     if not _is_int(min_new_tokens) or min_new_tokens < 0:
         raise NpqwenError(f"min_new_tokens must be an integer of at least 0, found {min_new_tokens!r}")
+    if logprobs is not None and (not _is_int(logprobs) or logprobs < 0):
+        raise NpqwenError(f"logprobs must be an integer >= 0 (how many alternatives), found {logprobs!r}")
     if seed is not None and (not _is_int(seed) or seed < 0):
         raise NpqwenError(f"the seed must be an integer >= 0 (or None for a random one), found {seed!r}")
     b, T = len(prompts), max(len(p) for p in prompts)
@@ -78,8 +90,9 @@ def generate_steps(model, prompts, max_new_tokens, settings=None, seed=None, eos
         if step < min_new_tokens and eos.size:
             logits = logits.copy()
             logits[:, eos] = -np.inf
-        nxt = np.where(done, pad_id, sample(logits, settings, rng, history))
-        yield nxt
+        scores = processed_logits(logits, settings, history)  # the distribution the token is drawn from
+        nxt = np.where(done, pad_id, draw(scores, settings, rng))
+        yield nxt if logprobs is None else (nxt, step_logprobs(scores, nxt, logprobs))
         done |= np.isin(nxt, eos)
         if done.all() or step == steps - 1:
             return
@@ -102,10 +115,12 @@ def _check_cache_fits(cfg, batch, positions):
                           f"than is available: lower max_new_tokens")
 
 
-def generate(model, tokenizer, prompt, max_new_tokens=256, settings=None, seed=None, eos_ids=None, max_context=None):
+def generate(model, tokenizer, prompt, max_new_tokens=256, settings=None, seed=None, eos_ids=None, max_context=None,
+             logprobs=None):
     """Stream the continuation of one prompt (a string, or a list of token ids) as Token objects.
     With a tokenizer, the texts of the tokens joined are tokenizer.decode(ids, skip_special_tokens=True)
-    of the new ids, whatever stopped generation."""
+    of the new ids, whatever stopped generation. logprobs=K: each Token carries its logprob and
+    the K most likely alternatives (top_logprobs)."""
     if tokenizer is not None:
         tokenizer.check_fits(model.config.vocab_size)
     if isinstance(prompt, str):
@@ -121,7 +136,11 @@ def generate(model, tokenizer, prompt, max_new_tokens=256, settings=None, seed=N
     stream = tokenizer.stream() if tokenizer is not None else None
     limit = max_context or context_limit(model.config)
     n = 0
-    for step in generate_steps(model, [ids], max_new_tokens, settings, seed, eos_ids, max_context=limit):
+    for step in generate_steps(model, [ids], max_new_tokens, settings, seed, eos_ids, max_context=limit,
+                               logprobs=logprobs):
+        lp = top = None
+        if logprobs is not None:
+            step, [(lp, top)] = step
         tok = int(step[0])
         n += 1
         reason = ("eos" if tok in eos_ids else "length" if n == max_new_tokens
@@ -129,7 +148,7 @@ def generate(model, tokenizer, prompt, max_new_tokens=256, settings=None, seed=N
         text = ""
         if stream is not None:  # the eos id too, as transformers' streamer gets it (a special token decodes to "")
             text = stream.feed(tok) + (stream.flush() if reason else "")
-        yield Token(tok, text, reason)
+        yield Token(tok, text, reason, lp, top)
 
 
 def generate_batch(model, prompts, max_new_tokens, settings=None, seed=None, eos_ids=None, pad_id=0,

@@ -75,19 +75,21 @@ class Model:
         self.weights_mode = "float32"
 
     def forward(self, input_ids, attention_mask=None, output_hidden_states=False, cache=None,
-                logits_to_keep=0) -> ModelOutput:
+                logits_to_keep=0, lm_head=True) -> ModelOutput:
         """input_ids [b, t] ints; attention_mask [b, t] 0/1 with 0 for left padding.
         -> logits [b, t, vocab] float32 (and hidden_states in transformers' convention).
         cache: a KVCache holding the earlier positions; attention_mask then covers the new ones only.
-        logits_to_keep: compute the LM head only for the last n positions (0 = all)."""
+        logits_to_keep: compute the LM head only for the last n positions (0 = all).
+        lm_head=False: stop after the final norm (logits None, hidden_states returned) for a caller
+        that applies lm_head_logits a block of positions at a time (logprobs.py)."""
         ids, mask = self._check_inputs(input_ids, attention_mask)
         # NaN/inf are detected layer by layer below, with a clear error instead of numpy's warnings.
         with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
-            return self._forward(ids, mask, output_hidden_states, cache, logits_to_keep)
+            return self._forward(ids, mask, output_hidden_states, cache, logits_to_keep, lm_head)
 
     __call__ = forward
 
-    def _forward(self, ids, mask, output_hidden_states, cache, logits_to_keep):
+    def _forward(self, ids, mask, output_hidden_states, cache, logits_to_keep, lm_head=True):
         cfg = self.config
         b, t = ids.shape
         past = cache.length if cache is not None else 0
@@ -118,6 +120,8 @@ class Model:
             x = x[:, -logits_to_keep:]
         x = rms_norm(x, self.norm, cfg.rms_norm_eps)
         hidden[-1] = x  # transformers reports the last layer's output after the final norm
+        if not lm_head:
+            return ModelOutput(logits=None, hidden_states=tuple(hidden))
         logits = self.lm_head_logits(x)
         _check_finite(logits, "the final norm and LM head")
         return ModelOutput(logits=logits, hidden_states=tuple(hidden) if output_hidden_states else None)

@@ -1,8 +1,9 @@
 """Choosing the next token: transformers' logits processors of the same names, as pure functions.
 
 Each takes logits [b, vocab] (float32) and returns new logits, with removed tokens set to -inf.
-`sample` applies them in transformers' order: repetition penalty, then temperature, top-k, top-p,
-min-p, and draws from the softmax; temperature 0 means greedy (argmax after the penalty).
+`sample` applies them in transformers' order (`processed_logits`: repetition penalty, then temperature,
+top-k, top-p, min-p) and draws from the softmax (`draw`); temperature 0 means greedy (argmax after
+the penalty).
 Every value `validate` accepts works, extreme ones included (a temperature of 1e-300, a penalty of
 1e300): the logits are shifted so that their maximum is 0 before the temperature divides them, and
 an infinitely favoured token (a positive logit divided by a vanishing penalty) takes all the
@@ -126,17 +127,30 @@ def min_p(logits, p):  # [b, V] -> [b, V]
     return np.where(remove, FILTERED, logits)
 
 
-def sample(logits, settings: SamplingSettings, rng: np.random.Generator, previous_ids=None):  # [b, V] -> [b]
-    """The next token of each row."""
+def processed_logits(logits, settings: SamplingSettings, previous_ids=None):  # [b, V] -> [b, V]
+    """The scores the next token is drawn from: the logits after every processor, what transformers'
+    generate reports as output_scores (up to a constant per row, which softmax ignores). Greedy:
+    the logits after the repetition penalty only, as transformers applies no warper then."""
     logits = logits.astype(np.float32, copy=False)
     if previous_ids is not None:
         logits = repetition_penalty(logits, previous_ids, settings.repetition_penalty)
     if settings.temperature == 0:
-        return logits.argmax(axis=-1)
+        return logits
     logits = temperature(_max_to_zero(logits), settings.temperature)
     logits = top_k(logits, settings.top_k)
     logits = top_p(logits, settings.top_p)
-    logits = min_p(logits, settings.min_p)
-    probs = softmax(logits).astype(np.float64)
+    return min_p(logits, settings.min_p)
+
+
+def draw(scores, settings: SamplingSettings, rng: np.random.Generator):  # [b, V] -> [b]
+    """The next token of each row from processed scores: the argmax when greedy, else a draw from their softmax."""
+    if settings.temperature == 0:
+        return scores.argmax(axis=-1)
+    probs = softmax(scores).astype(np.float64)
     probs /= probs.sum(axis=-1, keepdims=True)
     return np.array([rng.choice(len(p), p=p) for p in probs])
+
+
+def sample(logits, settings: SamplingSettings, rng: np.random.Generator, previous_ids=None):  # [b, V] -> [b]
+    """The next token of each row."""
+    return draw(processed_logits(logits, settings, previous_ids), settings, rng)

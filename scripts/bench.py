@@ -4,6 +4,7 @@
     python scripts/bench.py --model DIR          # any checkpoint folder
     python scripts/bench.py --shape 7b --weights stream --no-transformers --lengths 32 --new-tokens 8 --delete
     python scripts/bench.py --shape qwen3-30b-a3b --layers 2   # a mixture of experts, its first 2 layers
+    python scripts/bench.py --score --lengths 512 2048   # scoring: every position's log-probability
 
 Every measurement runs in its own process (so each one's peak resident memory is its own), the
 two implementations interleaved over --repeats rounds so machine drift cancels; the best round of
@@ -14,6 +15,12 @@ it measures the machine's ceilings: NumPy's float32 matrix-multiply rate and mem
 counted FLOPs/s over the matmul rate and its decode as weight bytes read per token x tokens/s over
 the bandwidth. transformers is measured only if torch and transformers are importable.
 Prints a table and writes it as JSON (--json).
+
+--score measures scoring instead (python -m npqwen.score): one forward over a window of each length
+that keeps every position's next-token log-probability, npqwen with its LM head and log-softmax a
+block of positions at a time, transformers as its perplexity recipe does (all the logits, then
+torch.log_softmax and a gather). Both score the same random ids, and the table shows the mean
+log-probability each computed, which must agree.
 """
 
 import argparse
@@ -97,14 +104,62 @@ def worker_npqwen(args):
     return res
 
 
-def worker_transformers(args):
+def worker_npqwen_score(args):
+    from npqwen import load_model
+    from npqwen.logprobs import score_rows
+
+    t0 = time.perf_counter()
+    model = load_model(args.model, weights=args.weights)
+    res = {"load_s": time.perf_counter() - t0, "weights": model.weights_mode}
+    rng = np.random.default_rng(0)
+    score_rows(model, rng.integers(0, model.config.vocab_size, (1, WARMUP)))  # untimed
+    for n in args.lengths:
+        ids = rng.integers(0, model.config.vocab_size, (1, n))
+        for _ in range(args.prefills):
+            t0 = time.perf_counter()
+            s, = score_rows(model, ids)
+            best_rate(res, f"score_{n}_tok_s", n / (time.perf_counter() - t0))
+        res[f"score_{n}_mean_logprob"] = float(np.mean(s.logprobs, dtype=np.float64))
+    res["peak_rss_mb"] = peak_rss_mb()
+    return res
+
+
+def load_transformers(args):
+    """-> (torch, transformers' model in float32, the results so far): its load time."""
     import torch
     from transformers import AutoModelForCausalLM
 
     torch.set_num_threads(args.threads)
     t0 = time.perf_counter()
     model = AutoModelForCausalLM.from_pretrained(args.model, dtype=torch.float32).eval()
-    res = {"load_s": time.perf_counter() - t0, "weights": "float32", "attn": model.config._attn_implementation}
+    return torch, model, {"load_s": time.perf_counter() - t0, "weights": "float32",
+                          "attn": model.config._attn_implementation}
+
+
+def worker_transformers_score(args):
+    torch, model, res = load_transformers(args)
+    V = model.config.vocab_size
+    rng = np.random.default_rng(0)
+
+    def score(ids):  # the log-probability of each token after the first, as the perplexity recipe's loss sees it
+        logprobs = torch.log_softmax(model(ids).logits[0, :-1].float(), dim=-1)
+        return logprobs.gather(-1, ids[0, 1:, None])[:, 0]
+
+    with torch.inference_mode():
+        score(torch.from_numpy(rng.integers(0, V, (1, WARMUP))))  # untimed
+        for n in args.lengths:
+            ids = torch.from_numpy(rng.integers(0, V, (1, n)))
+            for _ in range(args.prefills):
+                t0 = time.perf_counter()
+                lp = score(ids)
+                best_rate(res, f"score_{n}_tok_s", n / (time.perf_counter() - t0))
+            res[f"score_{n}_mean_logprob"] = float(lp.double().mean())
+    res["peak_rss_mb"] = peak_rss_mb()
+    return res
+
+
+def worker_transformers(args):
+    torch, model, res = load_transformers(args)
     V = model.config.vocab_size
     rng = np.random.default_rng(0)
     with torch.inference_mode():
@@ -177,7 +232,7 @@ def run_worker(impl, args):
                MKL_NUM_THREADS=str(args.threads))
     cmd = [sys.executable, __file__, "--worker", impl, "--model", args.model, "--threads", str(args.threads),
            "--weights", args.weights, "--new-tokens", str(args.new_tokens), "--prefills", str(args.prefills),
-           "--lengths", *map(str, args.lengths)]
+           "--lengths", *map(str, args.lengths)] + (["--score"] if args.score else [])
     r = subprocess.run(cmd, env=env, capture_output=True, text=True)
     if r.returncode != 0:
         raise SystemExit(f"{impl} worker failed:\n{r.stderr[-3000:]}")
@@ -206,13 +261,16 @@ def main():
     p.add_argument("--repeats", type=int, default=2)
     p.add_argument("--no-transformers", action="store_true")
     p.add_argument("--delete", action="store_true", help="delete the generated checkpoint afterwards")
+    p.add_argument("--score", action="store_true", help="measure scoring (every position's log-probability) instead")
     p.add_argument("--json", default="bench.json")
     p.add_argument("--worker", choices=("npqwen", "transformers"), help=argparse.SUPPRESS)
     args = p.parse_args()
     args.lengths = sorted(args.lengths)
 
     if args.worker:
-        fn = worker_npqwen if args.worker == "npqwen" else worker_transformers
+        fn = {("npqwen", False): worker_npqwen, ("transformers", False): worker_transformers,
+              ("npqwen", True): worker_npqwen_score, ("transformers", True): worker_transformers_score}[
+            args.worker, args.score]
         print(json.dumps(fn(args)))
         return
 
@@ -227,6 +285,8 @@ def main():
     from npqwen.config import ModelConfig
     cfg = ModelConfig.from_file(args.model)
     impls = ["npqwen"] + ([] if args.no_transformers or not have_transformers() else ["transformers"])
+    if args.score:
+        return score_table(args, cfg, impls, generated)
     best = {impl: {} for impl in impls}
     samples = {"matmul_gflops": [], "bandwidth_gbs": []}
     for r in range(args.repeats):
@@ -284,6 +344,37 @@ def main():
     with open(args.json, "w") as f:
         json.dump({"command": " ".join(sys.argv), "model": args.model, "threads": args.threads,
                    "ceilings": ceilings, "ceiling_rounds": samples, "results": best, "fractions": frac}, f, indent=2)
+    if generated and args.delete:
+        import shutil
+        shutil.rmtree(args.model)
+
+
+def score_table(args, cfg, impls, generated):
+    """--score: scoring rate of each implementation per window length, interleaved rounds, best round."""
+    best = {impl: {} for impl in impls}
+    for r in range(args.repeats):
+        for impl in impls:
+            res = run_worker(impl, args)
+            print(f"round {r + 1} {impl} (score): {res}", file=sys.stderr)
+            for k, v in res.items():
+                if isinstance(v, str) or "mean_logprob" in k:
+                    best[impl][k] = v
+                elif k in ("load_s", "peak_rss_mb"):
+                    best[impl][k] = min(v, best[impl].get(k, v))
+                else:
+                    best[impl][k] = max(v, best[impl].get(k, v))
+    lines = [f"model: {args.model} ({cfg.model_type}, {cfg.num_hidden_layers} layers, hidden {cfg.hidden_size}, "
+             f"vocab {cfg.vocab_size}); threads {args.threads}; scoring one window of each length", "",
+             "| metric | npqwen | transformers | npqwen / transformers |", "|---|---|---|---|"]
+    for m in [f"score_{n}_{x}" for n in args.lengths for x in ("tok_s", "mean_logprob")] + ["peak_rss_mb"]:
+        a, b = best["npqwen"].get(m), best.get("transformers", {}).get(m)
+        ratio = f"{a / b:.2f}" if b and "mean_logprob" not in m else "-"
+        fmt = (lambda x: f"{x:.6f}") if "mean_logprob" in m else (lambda x: f"{x:.3g}")
+        lines.append(f"| {m} | {fmt(a)} | {fmt(b) if b is not None else '-'} | {ratio} |")
+    print("\n".join(lines))
+    with open(args.json, "w") as f:
+        json.dump({"command": " ".join(sys.argv), "model": args.model, "threads": args.threads, "score": True,
+                   "results": best}, f, indent=2)
     if generated and args.delete:
         import shutil
         shutil.rmtree(args.model)

@@ -244,6 +244,33 @@ def tokenizer_of_another_model(tmp):
     cli("--model", d, "hi")
 
 
+def tool(main, *args, stdin=b""):
+    """Another command-line tool (score, compare), run in-process: one error line and status 2."""
+    from cli_inprocess import run_cli
+    status, out, err = run_cli(list(args), stdin, main=main)
+    if status != 2 or not err.startswith("error: ") or err.count("\n") != 1 or out:
+        raise AssertionError(f"expected one error line and status 2, got {status}: {err!r}")
+    raise CLIError(err[len("error: "):].strip())
+
+
+def score(*args, stdin=b""):
+    from npqwen.score import main
+    tool(main, *args, stdin=stdin)
+
+
+def dump_with(**changes):
+    """compare against a dump of the demo model's golden prompt with tensors changed (None: removed)."""
+    def case(tmp):
+        from npqwen.compare import main
+        ref = load_file(os.path.join(ROOT, "golden", "references", "demo.safetensors"))
+        dump = {"input_ids": ref["p0.input_ids"], "logits": ref["p0.logits"], "hidden_states.1": ref["p0.hidden.1"]}
+        dump.update(changes)
+        path = os.path.join(tmp, "dump.safetensors")
+        save_file({k: v for k, v in dump.items() if v is not None}, path)
+        tool(main, "--model", DEMO, "--reference", path)
+    return case
+
+
 def kv_cache_too_large(tmp):
     list(generate(load_model(GOLDEN), None, [1, 2, 3], max_new_tokens=10**13, eos_ids=[], max_context=10**13))
 
@@ -316,6 +343,24 @@ CASES = [
      "enable_thinking"),
     ("option: --hide-thinking, a tokenizer without <think>", lambda tmp: cli("--hide-thinking", "hi"), "<think>"),
     ("option: --model that does not exist", lambda tmp: cli("--model", "/no/such/dir", "hi"), "no such folder"),
+    ("option: --logprobs -1", lambda tmp: cli("--logprobs", "-1", "hi"), "--logprobs"),
+    ("score: empty text", lambda tmp: score("-"), "empty"),
+    ("score: a text of one token", lambda tmp: score("-", stdin=b"a"), "at least 2"),
+    ("score: --jsonl, a line that is not JSON", lambda tmp: score("--jsonl", stdin=b'"fine"\n{"text": oops}\n'),
+     "line 2"),
+    ("score: --jsonl, a line that is neither a string nor {\"text\": ...}",
+     lambda tmp: score("--jsonl", stdin=b'{"txt": "typo"}\n'), "line 1"),
+    ("score: --stride not below --context", lambda tmp: score("--context", "64", "--stride", "64", stdin=b"hi there"),
+     "--stride"),
+    ("score: --context beyond the model's context", lambda tmp: score("--context", "4096", stdin=b"hi there"),
+     "--context"),
+    ("compare: a dump without input_ids", dump_with(input_ids=None), "no input_ids"),
+    ("compare: input_ids as floats", dump_with(input_ids=np.zeros((1, 11), np.float32)), "integers"),
+    ("compare: logits of another vocabulary", dump_with(logits=np.zeros((1, 11, 320), np.float32)), "vocab_size"),
+    ("compare: a hidden state of the wrong shape", dump_with(**{"hidden_states.1": np.zeros((1, 12, 256), np.float32)}),
+     "hidden_states.1"),
+    ("compare: a hidden state past the last layer", dump_with(**{"hidden_states.9": np.zeros((1, 11, 256), np.float32)}),
+     "4 layers"),
 ]
 
 

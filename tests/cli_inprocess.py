@@ -1,6 +1,6 @@
-"""Running `python -m npqwen.generate` in-process, as property tests need it (hundreds of command
-lines in seconds): npqwen.cli.generate_main(argv) with standard input, output and error replaced by
-byte buffers, and each checkpoint's model loaded once."""
+"""Running `python -m npqwen.generate` (and the other tools) in-process, as property tests need it
+(hundreds of command lines in seconds): npqwen.cli.generate_main(argv) with standard input, output
+and error replaced by byte buffers, and each checkpoint's model loaded once."""
 
 import io
 import os
@@ -8,7 +8,11 @@ import sys
 from contextlib import contextmanager
 
 import npqwen.cli as cli
+import npqwen.compare as compare
+import npqwen.score as score
 from npqwen.model import load_model
+
+TOOLS = (cli, score, compare)   # the modules whose load_model is replaced by load_model_once
 
 _models = {}
 
@@ -22,22 +26,26 @@ def load_model_once(path, weights="auto"):
 
 @contextmanager
 def _swapped_streams(stdin: bytes):
-    saved = sys.stdin, sys.stdout, sys.stderr, cli.load_model
+    saved, loaders = (sys.stdin, sys.stdout, sys.stderr), [m.load_model for m in TOOLS]
     sys.stdin = io.TextIOWrapper(io.BytesIO(stdin), encoding="utf-8")
     # as Python sets them up in a UTF-8 locale: stdout strict, stderr escaping what it cannot encode
     sys.stdout = io.TextIOWrapper(io.BytesIO(), encoding="utf-8", write_through=True)
     sys.stderr = io.TextIOWrapper(io.BytesIO(), encoding="utf-8", errors="backslashreplace", write_through=True)
-    cli.load_model = load_model_once
+    for m in TOOLS:
+        m.load_model = load_model_once
     try:
         yield
     finally:
-        sys.stdin, sys.stdout, sys.stderr, cli.load_model = saved
+        sys.stdin, sys.stdout, sys.stderr = saved
+        for m, loader in zip(TOOLS, loaders):
+            m.load_model = loader
 
 
-def run_cli(argv, stdin: bytes = b""):
-    """-> (exit status, stdout text, stderr text). An exception escaping generate_main propagates."""
+def run_cli(argv, stdin: bytes = b"", main=cli.generate_main):
+    """-> (exit status, stdout text, stderr text) of main(argv): `python -m npqwen.generate`, or
+    score.main or compare.main. An exception escaping main propagates."""
     with _swapped_streams(stdin):
         out, err = sys.stdout, sys.stderr
-        status = cli.generate_main(list(argv))
+        status = main(list(argv))
         out.flush(), err.flush()
         return status, out.buffer.getvalue().decode("utf-8"), err.buffer.getvalue().decode("utf-8")

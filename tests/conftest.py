@@ -37,3 +37,16 @@ def shared_asset(*parts):
     if not os.path.exists(path):
         pytest.skip(f"../shared/assets/qwen2 is not beside this checkout ({path} missing)")
     return path
+
+
+def scoring_meta():
+    """What scripts/export_score_golden.py recorded: the settings and transformers' perplexities."""
+    with open(os.path.join(REFERENCES, "scoring.json")) as f:
+        return json.load(f)
+
+
+@pytest.fixture(scope="module")
+def scoring_ref():
+    """scripts/export_score_golden.py's arrays: transformers' per-token log-probabilities and more."""
+    from safetensors.numpy import load_file
+    return load_file(os.path.join(REFERENCES, "scoring.safetensors"))
