@@ -216,13 +216,7 @@ def _parse(d, src) -> ModelConfig:
         slides = sliding_layers(arch.window_rule, n_layers, max_window_layers)
         layer_types = ["sliding_attention" if window is not None and s else "full_attention" for s in slides]
     else:
-        if not isinstance(layer_types, list) or len(layer_types) != n_layers:
-            raise ConfigError(f"{src}: layer_types must be a list of {n_layers} entries (one per layer), "
-                              f"found {layer_types!r}")
-        bad = [t for t in layer_types if t not in LAYER_TYPES]
-        if bad:
-            raise ConfigError(f"{src}: layer_types entry {bad[0]!r} is not supported "
-                              f"(npqwen supports: {', '.join(LAYER_TYPES)})")
+        _check_layer_types(layer_types, LAYER_TYPES, n_layers, src)
         if "sliding_attention" in layer_types and window is None:
             raise ConfigError(f"{src}: layer_types has sliding_attention layers but sliding_window is not set "
                               f"(or use_sliding_window is false)")
@@ -270,14 +264,18 @@ def _hybrid_layer_types(d, layer_types, n_layers, src) -> list:
         interval = d.get("full_attention_interval", HYBRID_DEFAULTS["full_attention_interval"])
         interval = _pos_int({"full_attention_interval": interval}, "full_attention_interval", src)
         return hybrid_layer_types(n_layers, interval)
+    _check_layer_types(layer_types, HYBRID_LAYER_TYPES, n_layers, src)
+    return list(layer_types)
+
+
+def _check_layer_types(layer_types, allowed, n_layers, src):
     if not isinstance(layer_types, list) or len(layer_types) != n_layers:
         raise ConfigError(f"{src}: layer_types must be a list of {n_layers} entries (one per layer), "
                           f"found {layer_types!r}")
-    bad = [t for t in layer_types if t not in HYBRID_LAYER_TYPES]
+    bad = [t for t in layer_types if t not in allowed]
     if bad:
         raise ConfigError(f"{src}: layer_types entry {bad[0]!r} is not supported "
-                          f"(this model's layers are: {', '.join(HYBRID_LAYER_TYPES)})")
-    return list(layer_types)
+                          f"(this model's layers are: {', '.join(allowed)})")
 
 
 def _hybrid_fields(d, arch, src, head_dim) -> dict:
