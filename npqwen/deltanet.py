@@ -28,6 +28,8 @@ import numpy as np
 from .primitives import linear, rms_norm, sigmoid, silu
 
 CHUNK = 64  # tokens per chunk of the chunked prefill, as transformers' torch fallback uses
+# A forward over at least this many tokens uses the chunked form, shorter ones the token loop.
+CHUNKED_FROM = 64
 
 
 @dataclass
@@ -79,7 +81,7 @@ def gated_deltanet(x, w: GatedDeltaNet, cfg, ctx, cache=None, layer=0):  # [b, t
 
     S = state.S if state is not None else np.zeros((b, Hv, dk, dv), np.float32)
     heads_first = [arr.transpose(0, 2, 1, 3) for arr in (q, k, v)]        # [b, Hv, t, *]
-    rule = delta_rule_chunked if t >= CHUNK else delta_rule
+    rule = delta_rule_chunked if t >= CHUNKED_FROM else delta_rule
     out, S = rule(*heads_first, g.transpose(0, 2, 1), beta.transpose(0, 2, 1), S)
     if cache is not None:
         cache.states[layer] = DeltaState(conv_state, S)

@@ -284,7 +284,7 @@ def sparse_moe_shapes(cfg, p, fused_experts=False) -> dict:
 
 def check_tensors(tensors: dict, cfg, folder: str) -> None:
     """Raise one CheckpointError listing every missing, unexpected, mis-shaped or non-float tensor."""
-    want = expected_shapes(cfg, fused_experts=has_fused_experts(tensors))
+    want = expected_shapes(cfg, fused_experts=has_fused_experts(tensors, cfg.weight_prefix))
     problems = []
     for name, shape in want.items():
         if name not in tensors:
@@ -306,9 +306,9 @@ def check_tensors(tensors: dict, cfg, folder: str) -> None:
                                                                     if len(problems) > 50 else [])))
 
 
-def has_fused_experts(tensors) -> bool:
+def has_fused_experts(tensors, prefix="model.") -> bool:
     """Qwen3.5-MoE's released files hold each layer's experts as two 3-D tensors."""
-    return any(name.endswith(".mlp.experts.gate_up_proj") for name in tensors)
+    return any(name.startswith(prefix) and name.endswith(".mlp.experts.gate_up_proj") for name in tensors)
 
 
 def _stored_name(dtype) -> str:
