@@ -37,3 +37,8 @@ def shared_asset(*parts):
     if not os.path.exists(path):
         pytest.skip(f"../shared/assets/qwen2 is not beside this checkout ({path} missing)")
     return path
+
+
+# No test reaches a hub (this machine has no network to one): hub ids resolve from local caches only.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
