@@ -66,8 +66,10 @@ class Event:
 
 
 class StopText:
-    """Text streamed up to, not including, the first stop string (which may span several tokens).
-    Text that could still be the start of a stop string is held back until the next piece decides."""
+    """Text streamed up to, not including, the first stop string to appear (which may span several
+    tokens): the one that is complete first, character by character, the longer one on a tie, so the
+    result does not depend on how the text was split into tokens. Text that could still be the start
+    of a stop string is held back until the next piece decides."""
 
     def __init__(self, stops):
         self.stops, self.held = [s for s in stops if s], ""
@@ -75,9 +77,9 @@ class StopText:
     def feed(self, text, final=False):  # -> (text to emit, stopped)
         text = self.held + text
         self.held = ""
-        cuts = [i for i in (text.find(s) for s in self.stops) if i >= 0]
-        if cuts:
-            return text[:min(cuts)], True
+        found = [(i + len(s), i) for s in self.stops if (i := text.find(s)) >= 0]   # (end, start) of each
+        if found:
+            return text[:min(found)[1]], True
         if final or not self.stops:
             return text, False
         keep = max(self._partial(text, s) for s in self.stops)
@@ -186,7 +188,7 @@ class _Row:
     def __init__(self, req, tokenizer, limit, vocab_size):
         n = len(req.prompt)
         self.req = req
-        self.steps = min(req.max_new_tokens, limit - n)        # nothing past the context
+        self.steps = max(0, min(req.max_new_tokens, limit - n))   # nothing past the context
         self.rng = np.random.default_rng(req.seed)
         self.history = np.empty(n + self.steps, np.int64)      # prompt and generated ids (repetition penalty)
         self.history[:n] = req.prompt
@@ -209,7 +211,8 @@ class Engine:
     """Owns the model: requests are decoded together by one thread, at most max_batch at a time;
     the rest wait in arrival order."""
 
-    def __init__(self, model, tokenizer, eos_ids, max_batch=8, prompt_cache_bytes=1 << 30):
+    def __init__(self, model, tokenizer, eos_ids, max_batch=8, prompt_cache_bytes=1 << 30, after_step=None):
+        """after_step: called in the engine thread after every step (to hand that step's events on at once)."""
         if max_batch < 1:
             raise NpqwenError(f"max_batch must be at least 1, found {max_batch}")
         self.model, self.tok, self.eos = model, tokenizer, set(int(i) for i in eos_ids)
@@ -219,6 +222,7 @@ class Engine:
         self.rows, self.cache = [], None
         self.cond = threading.Condition()
         self.stopping = False
+        self.after_step = after_step or (lambda: None)
         self.tokens_generated = 0   # by all requests so far
         self.thread = threading.Thread(target=self._run, name="npqwen-engine", daemon=True)
         self.thread.start()
@@ -258,6 +262,7 @@ class Engine:
                     if not req.cancelled:
                         req.on_event(Event(error=message, status=status))
                 self.rows, self.cache = [], None
+            self.after_step()
 
     def _step(self, new):
         joining = [row for row in map(self._prefill, new) if row is not None]

@@ -20,6 +20,7 @@ import json
 import os
 import socket
 import sys
+import threading
 
 from .batching import Engine, Request
 from .cli import DEMO_MODEL, _printable, _settings
@@ -45,11 +46,25 @@ class Service:
         self.limit = context_limit(self.cfg)
         self.created = now()
         self.engine = Engine(model, tokenizer, eos_token_ids(self.cfg, gen_cfg), max_batch,
-                             int(prompt_cache_mb * (1 << 20)))
+                             int(prompt_cache_mb * (1 << 20)), after_step=self._hand_on)
+        # The engine's events of one step reach the event loop together: one wake-up per step, not per
+        # request (each wake-up makes the engine thread hand over the GIL).
+        self.loop, self.outbox, self.lock = None, [], threading.Lock()
         self.ctx = {"model_ids": [model_id], "vocab_size": self.cfg.vocab_size, "can_think": tokenizer.can_think}
 
     def close(self):
         self.engine.close()
+
+    def _post(self, events, event):     # engine thread
+        with self.lock:
+            self.outbox.append((events, event))
+
+    def _hand_on(self):                 # engine thread, after each step
+        with self.lock:
+            if not self.outbox or self.loop is None:
+                return
+            batch, self.outbox = self.outbox, []
+        self.loop.call_soon_threadsafe(lambda: [events.put_nowait(e) for events, e in batch])
 
     # -- requests
 
@@ -74,9 +89,9 @@ class Service:
         except NpqwenError as e:
             raise ApiError(str(e)) from None
         max_new = g.max_tokens or self.gen_cfg.max_new_tokens or self.limit - len(ids)
-        loop, events = asyncio.get_running_loop(), asyncio.Queue()
-        req = Request(ids, max_new, settings, lambda e: loop.call_soon_threadsafe(events.put_nowait, e),
-                      seed=g.seed, stop=g.stop, logit_bias=g.logit_bias)
+        self.loop, events = asyncio.get_running_loop(), asyncio.Queue()
+        req = Request(ids, max_new, settings, lambda e: self._post(events, e), seed=g.seed, stop=g.stop,
+                      logit_bias=g.logit_bias)
         self.engine.submit(req)
         gone = asyncio.ensure_future(_disconnected(request))
         streaming = False
