@@ -124,3 +124,72 @@ def test_what_is_a_hub_id():
     assert is_hub_id("Qwen/Qwen2.5-0.5B-Instruct") and is_hub_id("gpt2")
     for name in ("/abs/path", "./rel", "a/b/c", "a//b", "../x", "x\ny", "", "a" * 200):
         assert not is_hub_id(name), name
+
+
+# ---------------------------------------------------------------------------------------------
+# a download, from a hub that answers on 127.0.0.1 in the hub's own protocol (a few endpoints)
+
+def fake_hub(files, repo_id, commit, asked):
+    """A Starlette app serving `files` {name: bytes} as repo_id at commit; records each file downloaded."""
+    from starlette.applications import Starlette
+    from starlette.responses import JSONResponse, Response
+    from starlette.routing import Route
+
+    def info(request):
+        return JSONResponse({"id": repo_id, "sha": commit, "siblings": [{"rfilename": f} for f in files]})
+
+    def tree(request):
+        return JSONResponse([{"type": "file", "path": f, "size": len(b), "oid": hashlib.sha1(b).hexdigest()}
+                             for f, b in files.items()])
+
+    def resolve(request):
+        name = request.path_params["file"]
+        if name not in files:
+            return Response(status_code=404, headers={"X-Error-Code": "EntryNotFound"})
+        if request.method == "GET":
+            asked.append(name)
+        body = files[name]
+        headers = {"X-Repo-Commit": commit, "ETag": f'"{hashlib.sha256(body).hexdigest()}"',
+                   "Content-Length": str(len(body))}
+        return Response(body if request.method == "GET" else b"", headers=headers)
+
+    return Starlette(routes=[Route(f"/api/models/{repo_id}/revision/{{rev}}", info),
+                             Route(f"/api/models/{repo_id}/tree/{{rest:path}}", tree),
+                             Route(f"/{repo_id}/resolve/{{rev}}/{{file:path}}", resolve, methods=["GET", "HEAD"])])
+
+
+def test_a_download_fetches_only_what_npqwen_reads(tmp_path):
+    pytest.importorskip("uvicorn")
+    import threading
+    import time
+    import uvicorn
+    from npqwen.serve import listen
+
+    source = os.path.join(CHECKPOINTS, "mqa_bf16_sharded")
+    files = {name: open(os.path.join(source, name), "rb").read() for name in os.listdir(source)}
+    files.update({"pytorch_model.bin": b"a pickle", "original/consolidated.pth": b"another pickle",
+                  "model-00011-of-00010.safetensors": b"a shard the index does not name", "README.md": b"# x",
+                  "onnx/model.onnx": b"onnx"})
+    asked = []
+    sock = listen("127.0.0.1", 0)
+    server = uvicorn.Server(uvicorn.Config(fake_hub(files, "Acme/Sharded", COMMIT, asked), log_level="warning"))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    while not server.started:
+        time.sleep(0.01)
+    try:
+        env = dict(os.environ, HF_HUB_CACHE=str(tmp_path), HF_HUB_OFFLINE="0", HF_HUB_DISABLE_TELEMETRY="1",
+                   HF_HUB_DISABLE_PROGRESS_BARS="1", HF_HUB_DISABLE_XET="1",
+                   HF_ENDPOINT=f"http://127.0.0.1:{sock.getsockname()[1]}")
+        r = subprocess.run([sys.executable, "-m", "npqwen.forward", "--model", "Acme/Sharded", "--ids", "1 2 3"],
+                           capture_output=True, text=True, cwd=ROOT, env=env, timeout=120)
+    finally:
+        server.should_exit = True
+        thread.join(30)
+    direct = run("npqwen.forward", "--model", source, "--ids", "1 2 3", cache=tmp_path)
+    assert r.returncode == 0 and r.stdout == direct.stdout, r.stderr
+    wanted = {"config.json", "generation_config.json", "model.safetensors.index.json"} | {
+        f"model-{i:05d}-of-00010.safetensors" for i in range(1, 11)}
+    assert sorted(asked) == sorted(wanted)                   # no pickle, no stray shard, nothing else
+    snap = os.path.join(tmp_path, "models--Acme--Sharded", "snapshots", COMMIT)
+    assert set(os.listdir(snap)) == wanted

@@ -369,3 +369,14 @@ def test_port_in_use_is_one_error_line():
 def test_loopback_is_the_default_and_other_hosts_are_said():
     assert is_loopback("127.0.0.1") and is_loopback("localhost") and is_loopback("::1") and is_loopback("127.0.0.2")
     assert not is_loopback("0.0.0.0") and not is_loopback("192.168.1.5") and not is_loopback("example.org")
+
+
+def test_without_the_serve_extra_the_command_says_what_to_install(monkeypatch):
+    from npqwen.serve import main
+    import io
+    import contextlib
+    monkeypatch.setitem(sys.modules, "uvicorn", None)     # as if not installed: importing it fails
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err):
+        assert main([]) == 2
+    assert err.getvalue() == 'error: the server needs the serve extra: pip install -e ".[serve]"\n'
