@@ -64,7 +64,10 @@ class Service:
             if not self.outbox or self.loop is None:
                 return
             batch, self.outbox = self.outbox, []
-        self.loop.call_soon_threadsafe(lambda: [events.put_nowait(e) for events, e in batch])
+        try:
+            self.loop.call_soon_threadsafe(lambda: [events.put_nowait(e) for events, e in batch])
+        except RuntimeError:            # the event loop has closed: the server is stopping
+            pass
 
     # -- requests
 
@@ -112,13 +115,13 @@ class Service:
                 gone.cancel()
 
     def _encode(self, g):
-        if not g.chat:
-            return self.tok.encode(g.prompt) if isinstance(g.prompt, str) else g.prompt
+        if not g.chat and not isinstance(g.prompt, str):
+            return g.prompt
         kwargs = {} if g.enable_thinking is None else {"enable_thinking": g.enable_thinking}
         try:
-            ids = self.tok.encode_chat(g.messages, **kwargs)
-        except NpqwenError as e:   # the template refused the conversation (roles out of order, ...)
-            raise ApiError(str(e), "messages") from None
+            ids = self.tok.encode_chat(g.messages, **kwargs) if g.chat else self.tok.encode(g.prompt)
+        except NpqwenError as e:   # the template refused the conversation (roles out of order), a lone surrogate
+            raise ApiError(str(e), "messages" if g.chat else "prompt") from None
         if not ids:
             raise ApiError("the chat template rendered these messages as an empty prompt", "messages")
         return ids

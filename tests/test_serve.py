@@ -237,6 +237,11 @@ def test_malformed_bodies_get_400(server, client):
                 b"\xff\xfe", b'{"messages": ' + b"[" * 100000 + b"]" * 100000 + b"}"):
         status, body = post(url, "/v1/chat/completions", raw)
         assert status == 400 and body["error"]["type"] == "invalid_request_error" and body["error"]["message"], raw
+    for path, raw in (("/v1/completions", b'{"prompt": "\\ud800 lone surrogate", "max_tokens": 2}'),
+                      ("/v1/chat/completions", b'{"messages": [{"role": "user", "content": "\\udfff"}]}'),
+                      ("/v1/chat/completions", b'{"messages": [{"role": "user", "content": 5}]}')):
+        status, body = post(url, path, raw)
+        assert status == 400 and body["error"]["param"] in ("prompt", "messages", "messages[0].content"), (raw, body)
     status, body = post(url, "/v1/nowhere", b"{}")
     assert status == 404 and "no such endpoint" in body["error"]["message"]
     status, body = post(url, "/v1/completions", b"", method="GET")
@@ -380,3 +385,18 @@ def test_without_the_serve_extra_the_command_says_what_to_install(monkeypatch):
     with contextlib.redirect_stderr(err):
         assert main([]) == 2
     assert err.getvalue() == 'error: the server needs the serve extra: pip install -e ".[serve]"\n'
+
+
+def test_reasoning_effort_switches_qwen3_thinking():
+    from conftest import shared_asset
+    from npqwen.openai_api import parse
+    qwen3 = Tokenizer(os.path.dirname(shared_asset("qwen3", "tokenizer.json")))
+    messages = [{"role": "user", "content": "2 + 2?"}]
+    ctx = {"model_ids": ["q"], "vocab_size": 151936, "can_think": qwen3.can_think}
+    off = parse({"messages": messages, "reasoning_effort": "none"}, True, ctx)
+    on = parse({"messages": messages, "reasoning_effort": "high"}, True, ctx)
+    assert (off.enable_thinking, on.enable_thinking) == (False, True)
+    assert qwen3.apply_chat_template(off.messages, enable_thinking=off.enable_thinking).endswith(
+        "<think>\n\n</think>\n\n")                                  # the template's empty reasoning block
+    demo = {"model_ids": ["q"], "vocab_size": 4003, "can_think": False}
+    assert parse({"messages": messages, "reasoning_effort": "none"}, True, demo).enable_thinking is None
