@@ -304,7 +304,8 @@ def listen(host, port):
 
 def _parser():
     from .cli import _Parser
-    p = _Parser(prog="python -m npqwen.serve", description=__doc__.splitlines()[0])
+    p = _Parser(prog="python -m npqwen.serve", description="An OpenAI-compatible HTTP server for a Qwen checkpoint: "
+                "/v1/models, /v1/completions, /v1/chat/completions, /health.")
     p.add_argument("--model", default=DEMO_MODEL, help="checkpoint folder or hub id (default: the demo model)")
     add_revision_option(p)
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default: loopback only)")

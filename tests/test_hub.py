@@ -193,3 +193,13 @@ def test_a_download_fetches_only_what_npqwen_reads(tmp_path):
     assert sorted(asked) == sorted(wanted)                   # no pickle, no stray shard, nothing else
     snap = os.path.join(tmp_path, "models--Acme--Sharded", "snapshots", COMMIT)
     assert set(os.listdir(snap)) == wanted
+
+
+def test_not_in_cache_and_the_hub_unreachable(tmp_path):
+    env = dict(os.environ, HF_HUB_CACHE=str(tmp_path), HF_HUB_OFFLINE="0", HF_HUB_DISABLE_TELEMETRY="1",
+               HF_ENDPOINT="http://127.0.0.1:9", HF_HUB_ETAG_TIMEOUT="5")   # a closed loopback port: refused at once
+    r = subprocess.run([sys.executable, "-m", "npqwen.generate", "--model", "Acme/Demo-Chat", "hi"],
+                       capture_output=True, text=True, cwd=ROOT, env=env, timeout=120)
+    assert r.returncode == 2 and r.stderr.count("\n") == 1, r.stderr
+    assert r.stderr.startswith("error: --model Acme/Demo-Chat: not a folder, and not in the hub cache")
+    assert "the hub could not be reached" in r.stderr
