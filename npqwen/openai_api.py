@@ -420,18 +420,27 @@ def usage_object(u):
             "prompt_tokens_details": {"cached_tokens": u["cached_tokens"]}}
 
 
-def response(g, rid, model, created, text, finish_reason, usage):
+def logprobs_object(g, tokens):
+    """The choice's `logprobs` for these generated tokens (npqwen.generation.Token): null unless the
+    request asked for log-probabilities. LOGPROBS: the one place to build OpenAI's object once
+    generation reports them: chat {"content": [{"token", "logprob", "bytes", "top_logprobs"}]},
+    completions {"tokens", "token_logprobs", "top_logprobs", "text_offset"}. (Until then `parse`
+    refuses `logprobs` and `top_logprobs`.)"""
+    return None
+
+
+def response(g, rid, model, created, text, finish_reason, usage, tokens=()):
     """The whole answer of a request that was not streamed."""
     if g.chat:
-        choice = {"index": 0, "message": {"role": "assistant", "content": text}, "logprobs": None,  # LOGPROBS
-                  "finish_reason": finish_reason}
+        choice = {"index": 0, "message": {"role": "assistant", "content": text},
+                  "logprobs": logprobs_object(g, tokens), "finish_reason": finish_reason}
     else:
-        choice = {"index": 0, "text": text, "logprobs": None, "finish_reason": finish_reason}  # LOGPROBS
+        choice = {"index": 0, "text": text, "logprobs": logprobs_object(g, tokens), "finish_reason": finish_reason}
     return {"id": rid, "object": "chat.completion" if g.chat else "text_completion", "created": created,
             "model": model, "choices": [choice], "usage": usage_object(usage)}
 
 
-def chunk(g, rid, model, created, text=None, finish_reason=None, role=False, usage=None, last=False):
+def chunk(g, rid, model, created, text=None, finish_reason=None, role=False, usage=None, last=False, tokens=()):
     """One server-sent event of a streamed answer: a piece of text, the finish reason, or (last, with
     stream_options.include_usage) the usage with no choices."""
     c = {"id": rid, "object": "chat.completion.chunk" if g.chat else "text_completion", "created": created,
@@ -440,9 +449,11 @@ def chunk(g, rid, model, created, text=None, finish_reason=None, role=False, usa
         c["choices"] = []
     elif g.chat:
         delta = ({"role": "assistant", "content": ""} if role else {}) | ({"content": text} if text else {})
-        c["choices"] = [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish_reason}]  # LOGPROBS
+        c["choices"] = [{"index": 0, "delta": delta, "logprobs": logprobs_object(g, tokens),
+                         "finish_reason": finish_reason}]
     else:
-        c["choices"] = [{"index": 0, "text": text or "", "logprobs": None, "finish_reason": finish_reason}]
+        c["choices"] = [{"index": 0, "text": text or "", "logprobs": logprobs_object(g, tokens),
+                         "finish_reason": finish_reason}]
     if g.include_usage:
         c["usage"] = usage_object(usage) if last else None
     return c

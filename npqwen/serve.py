@@ -127,14 +127,15 @@ class Service:
         return ids
 
     async def _whole(self, g, rid, events, event, gone, text):
-        pieces = [text]
+        pieces, tokens = [text], []
         while True:
             if event.error:
                 raise ApiError(event.error, status=event.status)
             pieces.append(event.text)
+            tokens.append(event.token)
             if event.finish_reason:
                 return _json(response(g, rid, self.model_id, self.created, "".join(pieces),
-                                      event.finish_reason, event.usage))
+                                      event.finish_reason, event.usage, tokens))
             event = await _next(events, gone)
             if event is None:
                 return _client_gone()
@@ -143,6 +144,7 @@ class Service:
         """The server-sent events of one streamed answer. However it ends (finished, the client gone,
         the task cancelled), the request leaves the batch."""
         made = lambda **kw: chunk(g, rid, self.model_id, self.created, **kw)  # noqa: E731
+        tokens = []   # generated since the last chunk: a token mid-character has no text of its own
         try:
             if g.chat or head:
                 yield made(text=head, role=g.chat)
@@ -150,10 +152,12 @@ class Service:
                 if event.error:
                     yield ApiError(event.error, status=event.status).body()
                     break
+                tokens.append(event.token)
                 if event.text:
-                    yield made(text=event.text)
+                    yield made(text=event.text, tokens=tokens)
+                    tokens = []
                 if event.finish_reason:
-                    yield made(finish_reason=event.finish_reason)
+                    yield made(finish_reason=event.finish_reason, tokens=tokens)
                     if g.include_usage:
                         yield made(usage=event.usage, last=True)
                     break
