@@ -15,6 +15,7 @@ import uuid
 from dataclasses import dataclass, field
 
 MAX_STOPS = 16          # stop strings per request (OpenAI allows 4)
+MAX_STOP_CHARS = 256    # characters per stop string (each token's text is checked against every prefix of each)
 
 
 class ApiError(Exception):
@@ -170,9 +171,9 @@ def _stop(v, g, ctx, name):
     stops = [v] if isinstance(v, str) else v
     if not isinstance(stops, list) or not all(isinstance(s, str) for s in stops):
         raise ApiError(f"'{name}' must be a string or an array of strings, found {_found(v)}", name)
-    if len(stops) > MAX_STOPS or not all(stops):
-        raise ApiError(f"'{name}' takes up to {MAX_STOPS} non-empty strings, found {len(stops)}"
-                       + (" with an empty one" if not all(stops) else ""), name)
+    if len(stops) > MAX_STOPS or not all(0 < len(s) <= MAX_STOP_CHARS for s in stops):
+        raise ApiError(f"'{name}' takes up to {MAX_STOPS} strings of 1 to {MAX_STOP_CHARS} characters, found "
+                       f"{len(stops)} of {', '.join(str(len(s)) for s in stops[:MAX_STOPS + 1])}", name)
     g.stop = tuple(stops)
 
 
@@ -181,7 +182,7 @@ def _logit_bias(v, g, ctx, name):
         raise ApiError(f"'{name}' must be an object mapping token ids to numbers, found {_found(v)}", name)
     bias = {}
     for k, b in v.items():
-        if not (k.isascii() and k.isdigit()) or int(k) >= ctx["vocab_size"]:
+        if not (k.isascii() and k.isdigit() and len(k) <= 12) or int(k) >= ctx["vocab_size"]:
             raise ApiError(f"'{name}': key {_found(k)} is not a token id of this model (0 to "
                            f"{ctx['vocab_size'] - 1})", name)
         bias[int(k)] = float(_number(b, f"{name}.{k}", -100, 100))

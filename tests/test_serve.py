@@ -216,6 +216,8 @@ def test_bad_requests_get_400_naming_the_field(client):
     assert bad(client, "presence_penalty", presence_penalty=0.5)
     assert bad(client, "tools", tools=[{"type": "function", "function": {"name": "f"}}])
     assert bad(client, "stop", stop=[""])
+    assert bad(client, "stop", stop="x" * 257)
+    assert bad(client, "stop", stop=[str(i) for i in range(17)])
     assert bad(client, "logit_bias", logit_bias={"99999": 1})
     assert "empty" in bad(client, "messages", messages=[])
     assert bad(client, "messages[0].role", messages=[{"role": "robot", "content": "hi"}])
