@@ -17,6 +17,7 @@ from .config import Qwen2Config
 from .errors import NpqwenError
 from .generation import context_limit, generate
 from .generation_config import default_settings, eos_token_ids, read_generation_config
+from .hub import add_revision_option, resolve_model
 from .model import load_model
 from .sampling import SamplingSettings
 from .tokenizer import HideThinking, Tokenizer
@@ -43,7 +44,8 @@ def _parser():
     p = _Parser(prog="python -m npqwen.generate",
                 description="Generate text with a Qwen2 / Qwen2.5 checkpoint, in NumPy.")
     p.add_argument("prompt", nargs="?", help="the prompt text; '-' reads it from standard input")
-    p.add_argument("--model", default=DEMO_MODEL, help="checkpoint folder (default: the shipped demo model)")
+    p.add_argument("--model", default=DEMO_MODEL, help="checkpoint folder or hub id (default: the shipped demo model)")
+    add_revision_option(p)
     p.add_argument("--file", help="read the prompt from this UTF-8 file")
     p.add_argument("--max-new-tokens", type=int, default=None, help="default: generation_config.json's, else 256")
     p.add_argument("--temperature", type=float, help="0 = greedy (default: from generation_config.json)")
@@ -102,6 +104,7 @@ def _validate(args):
                 raise NpqwenError(f"{where}: {what} is not valid Unicode (a lone surrogate at character "
                                   f"{e.start})") from None
             _utf8(raw, where, what)
+    args.model = resolve_model(args.model, args.revision)
     if not os.path.isdir(args.model):
         raise NpqwenError(f"--model {_printable(args.model)}: no such folder")
     return given

@@ -16,6 +16,7 @@ import numpy as np
 
 from .cli import DEMO_MODEL
 from .errors import NpqwenError
+from .hub import add_revision_option, resolve_model
 from .model import load_model
 from .plots import token_bytes
 from .primitives import (NEG, apply_rope, causal_mask, repeat_kv, rms_norm, rope_cos_sin, rope_inv_freq, silu,
@@ -411,7 +412,8 @@ class _Parser(argparse.ArgumentParser):
 def main(argv=None):
     ap = _Parser(prog="python -m npqwen.explain", description=__doc__.splitlines()[0])
     ap.add_argument("prompt")
-    ap.add_argument("--model", default=DEMO_MODEL)
+    ap.add_argument("--model", default=DEMO_MODEL, help="checkpoint folder or hub id")
+    add_revision_option(ap)
     ap.add_argument("--plot", metavar="FILE.png",
                     help="also draw the attention maps and the logit lens to this picture (needs matplotlib)")
     ap.add_argument("--layers", help="layers whose attention to draw: 'all' or e.g. 0,3 (default: first and last)")
@@ -423,6 +425,7 @@ def main(argv=None):
             raise NpqwenError("the prompt is empty")
         if (args.layers or args.heads) and not args.plot:
             raise NpqwenError("--layers and --heads choose what --plot draws; add --plot FILE.png")
+        args.model = resolve_model(args.model, args.revision)
         model = load_model(args.model)
         cfg = model.config
         layers = pick(args.layers, cfg.num_hidden_layers, "--layers")

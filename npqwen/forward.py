@@ -13,6 +13,7 @@ import time
 import numpy as np
 
 from .errors import NpqwenError
+from .hub import add_revision_option, resolve_model
 from .model import load_model
 from .primitives import softmax
 
@@ -32,7 +33,8 @@ def parse_ids(text):
 
 def main(argv=None):
     p = argparse.ArgumentParser(prog="python -m npqwen.forward", description=__doc__.splitlines()[0])
-    p.add_argument("--model", default=DEFAULT_MODEL, help="checkpoint folder (default: a golden checkpoint)")
+    p.add_argument("--model", default=DEFAULT_MODEL, help="checkpoint folder or hub id (default: a golden checkpoint)")
+    add_revision_option(p)
     p.add_argument("--ids", default="1 2 3 4 5", help="token ids of the prompt")
     p.add_argument("--top", type=int, default=5, help="how many next-token candidates to print")
     args = p.parse_args(argv)
@@ -41,6 +43,7 @@ def main(argv=None):
         if args.top < 1:
             raise NpqwenError(f"--top must be at least 1, found {args.top}")
         t0 = time.perf_counter()
+        args.model = resolve_model(args.model, args.revision)
         model = load_model(args.model)
         cfg = model.config
         print(f"{args.model}: {cfg.num_hidden_layers} layers, hidden {cfg.hidden_size}, "

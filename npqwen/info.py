@@ -15,6 +15,7 @@ import numpy as np
 
 from .config import ModelConfig
 from .errors import NpqwenError
+from .hub import CONFIG_ONLY, add_revision_option, resolve_model
 from .weights import expected_shapes
 
 
@@ -57,10 +58,11 @@ def _gb(n):
 
 def main(argv=None):
     ap = argparse.ArgumentParser(prog="python -m npqwen.info", description=__doc__.splitlines()[0])
-    ap.add_argument("--model", required=True, help="a checkpoint folder or a config.json")
+    ap.add_argument("--model", required=True, help="a checkpoint folder, a config.json or a hub id")
+    add_revision_option(ap)
     args = ap.parse_args(argv)
     try:
-        cfg = ModelConfig.from_file(args.model)
+        cfg = ModelConfig.from_file(resolve_model(args.model, args.revision, files=CONFIG_ONLY))
     except NpqwenError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -127,8 +127,8 @@ class Model:
         return ModelOutput(logits=logits, hidden_states=tuple(hidden) if output_hidden_states else None)
 
     def lm_head_logits(self, x, rows=16384):  # [b, t, d] -> [b, t, vocab]
-        if self.lm_head.dtype == np.float32:
-            return x @ self.lm_head.T
+        if self.lm_head.dtype == np.float32:  # (one matmul for all rows, as primitives.linear)
+            return (x.reshape(-1, x.shape[-1]) @ self.lm_head.T).reshape(*x.shape[:-1], -1)
         # Streamed weights: upcast the LM head a block of vocabulary rows at a time, into one
         # reused buffer (a fresh array per block would cost a page fault per 4 KB).
         V = self.lm_head.shape[0]

@@ -17,8 +17,9 @@ NEG = np.finfo(np.float32).min  # what transformers adds for "masked" (not -inf,
 
 
 def linear(x, w, b=None):  # [..., in], [in, out], [out] or None -> [..., out]
-    """x @ w (+ b). Weights are [in, out]: checkpoints store [out, in], npqwen transposes once at load."""
-    y = x @ w
+    """x @ w (+ b). Weights are [in, out]: checkpoints store [out, in], npqwen transposes once at load.
+    All positions of all rows in one matmul: stacked [b, 1, d] @ w would be b products, each reading w."""
+    y = (x.reshape(-1, x.shape[-1]) @ w).reshape(*x.shape[:-1], w.shape[-1])
     if b is not None:
         y += b
     return y
@@ -51,11 +52,11 @@ def swiglu_mlp(x, w_gate_up, w_down):  # [..., d], [d, 2i], [i, d] -> [..., d]
     side into one [d, 2i] matrix so that a single matmul computes both; weights are [in, out]
     (checkpoints store the transpose, [out, in]; npqwen transposes once at load)."""
     i = w_down.shape[0]
-    h = x @ w_gate_up                        # [..., 2i]
+    h = x.reshape(-1, x.shape[-1]) @ w_gate_up   # [n, 2i]: every position of every row in one matmul
     gate, up = h[..., :i], h[..., i:]        # views: no copies
     gate = silu(gate, out=gate)
     gate *= up
-    return gate @ w_down
+    return (gate @ w_down).reshape(x.shape)
 
 
 def softmax(x, axis=-1, out=None):  # [...] -> [...] float32, rows summing to one

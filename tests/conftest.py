@@ -50,3 +50,8 @@ def scoring_ref():
     """scripts/export_score_golden.py's arrays: transformers' per-token log-probabilities and more."""
     from safetensors.numpy import load_file
     return load_file(os.path.join(REFERENCES, "scoring.safetensors"))
+
+
+# No test reaches a hub (this machine has no network to one): hub ids resolve from local caches only.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")

@@ -1,0 +1,369 @@
+"""Continuous batching: one model, many requests, decoded together one token per step.
+
+A decode step reads every weight once whatever the batch size, so b sequences in one forward cost
+little more than one. Requests arrive at any time; each is prefilled alone, exactly as `generate`
+prefills it (after the longest prefix the prompt cache already holds), then joins the running
+batch; a finished or abandoned request leaves it at the next step.
+
+    engine thread, each step:
+      admit waiting requests (up to max_batch rows): prefill each -> logits of its last position
+      every row samples its next token and reports its text; finished rows leave,
+        their keys and values kept by the prompt cache
+      one forward of every remaining row's new token against the batch cache -> logits
+
+The batch cache holds each row's stored positions right-aligned: row r's n_r positions are the
+last n_r columns, the columns before them left padding (masked, and not counted in its RoPE
+positions): the layout `generate_batch` uses, so the model's forward needs nothing new. A row
+joining or leaving rebuilds it compactly.
+
+The HTTP side (serve.py) talks to the engine through `Request` (submitted from any thread) and
+the `Event`s the engine passes to the request's callback, from the engine thread.
+"""
+
+import collections
+import sys
+import threading
+import traceback
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+
+from .cache import KVCache
+from .deltanet import DeltaState
+from .errors import NpqwenError
+from .generation import Token, context_limit
+from .model import available_memory
+from .sampling import SamplingSettings, sample
+
+ROOM = 256   # decode steps the batch cache is sized for beyond its longest row, before it is rebuilt
+
+
+@dataclass(eq=False)   # compared and hashed by identity
+class Request:
+    prompt: list                                        # token ids
+    max_new_tokens: int
+    settings: SamplingSettings
+    on_event: Callable                                  # called with each Event, in the engine thread
+    seed: int | None = None
+    stop: tuple = ()                                    # strings: the text ends before the first of them
+    logit_bias: dict | None = None                      # {token id: added to its logit}
+    cancelled: bool = False                             # set by the client's side; the row leaves at the next step
+
+
+@dataclass
+class Event:
+    """What one step produced for one request."""
+    text: str = ""                                      # new text: joined, the completion (stop strings cut off)
+    token: Token | None = None                          # the token sampled at this step
+    finish_reason: str | None = None                    # "stop" (eos or a stop string) or "length" (max tokens, context)
+    usage: dict | None = None                           # on the last event: prompt, completion and cached token counts
+    error: str | None = None                            # the request failed: nothing else comes
+    status: int = 400                                   # for an error: 400 bad request, 500 server fault
+
+
+# ---------------------------------------------------------------------------------------------
+# text: stop strings
+
+
+class StopText:
+    """Text streamed up to, not including, the first stop string to appear (which may span several
+    tokens): the one that is complete first, character by character, the longer one on a tie, so the
+    result does not depend on how the text was split into tokens. Text that could still be the start
+    of a stop string is held back until the next piece decides."""
+
+    def __init__(self, stops):
+        self.stops, self.held = [s for s in stops if s], ""
+
+    def feed(self, text, final=False):  # -> (text to emit, stopped)
+        text = self.held + text
+        self.held = ""
+        found = [(i + len(s), i) for s in self.stops if (i := text.find(s)) >= 0]   # (end, start) of each
+        if found:
+            return text[:min(found)[1]], True
+        if final or not self.stops:
+            return text, False
+        keep = max(self._partial(text, s) for s in self.stops)
+        self.held = text[len(text) - keep:] if keep else ""
+        return text[:len(text) - keep], False
+
+    @staticmethod
+    def _partial(text, stop):
+        """The length of the longest end of `text` that begins `stop`."""
+        for k in range(min(len(stop) - 1, len(text)), 0, -1):
+            if text.endswith(stop[:k]):
+                return k
+        return 0
+
+
+# ---------------------------------------------------------------------------------------------
+# the prompt cache
+
+
+class PromptCache:
+    """Keys and values of finished sequences, so that a request whose prompt starts with one of them
+    (the next turn of a chat: the previous prompt, the reply, then the new message) prefills only the
+    rest, as mlx-lm's and llama-server's prompt caches do. Least recently used entries go first
+    once the byte budget is spent; an entry that a longer one extends is dropped."""
+
+    def __init__(self, budget_bytes):
+        self.budget, self.entries, self.bytes = budget_bytes, [], 0   # entries: (ids, k, v), most recent last
+
+    def lookup(self, ids):  # -> (n, k, v): the first n positions of ids have their keys and values in k, v
+        best, hit = 0, None
+        ids = np.asarray(ids)
+        for e in self.entries:
+            m = _common_prefix(e[0], ids)
+            if m > best:
+                best, hit = m, e
+        n = min(best, len(ids) - 1)  # at least one position is prefilled: its logits start generation
+        if n <= 0:
+            return 0, None, None
+        self._drop(hit)
+        self._keep(hit)
+        return n, hit[1], hit[2]
+
+    def store(self, ids, k, v):  # ids [n], k and v [layers, K, n, hd] (views: copied here)
+        size = k.nbytes + v.nbytes
+        if len(ids) < 2 or size > self.budget:
+            return
+        ids = np.asarray(ids)
+        for e in [e for e in self.entries if _common_prefix(e[0], ids) == len(e[0])]:
+            self._drop(e)
+        self._keep((ids, k.copy(), v.copy()))
+        while self.bytes > self.budget:
+            self._drop(self.entries[0])
+
+    def _keep(self, e):
+        self.entries.append(e)
+        self.bytes += e[1].nbytes + e[2].nbytes
+
+    def _drop(self, e):
+        self.entries = [x for x in self.entries if x is not e]
+        self.bytes -= e[1].nbytes + e[2].nbytes
+
+
+def _common_prefix(a, b) -> int:
+    n = min(len(a), len(b))
+    differ = np.flatnonzero(a[:n] != b[:n])
+    return int(differ[0]) if differ.size else n
+
+
+# ---------------------------------------------------------------------------------------------
+# the batch cache: rows of stored positions, right-aligned
+
+
+def _cache_bytes(cfg, rows, positions):
+    attention_layers = sum(kind != "linear_attention" for kind in cfg.layer_types)
+    return 2 * attention_layers * rows * cfg.num_key_value_heads * positions * cfg.head_dim * 4
+
+
+def _new_cache(cfg, rows, positions):
+    need = _cache_bytes(cfg, rows, positions)
+    if need > available_memory():
+        raise NpqwenError(f"the KV cache for {rows} sequences of up to {positions} positions needs "
+                          f"{need / 1e9:,.1f} GB, more memory than is available")
+    return KVCache(cfg, rows, positions)
+
+
+def _assemble(cfg, parts, room):
+    """A batch cache holding parts [(k, v, states)], k and v [layers, K, n_r, hd], right-aligned, with
+    room for `room` more positions; and the rows' DeltaNet states (hybrid models), stacked."""
+    n_max = max(k.shape[2] for k, _, _ in parts)
+    cache = _new_cache(cfg, len(parts), n_max + room)
+    for r, (k, v, _) in enumerate(parts):
+        n = k.shape[2]
+        cache.k[:, r, :, n_max - n:n_max] = k
+        cache.v[:, r, :, n_max - n:n_max] = v
+        cache.padding[r, :n_max - n] = 0
+    for layer in parts[0][2]:  # a DeltaNet state has no positions: each row's is its own, whatever the padding
+        cache.states[layer] = DeltaState(np.stack([st[layer].conv for _, _, st in parts]),
+                                         np.stack([st[layer].S for _, _, st in parts]))
+    cache.length = n_max
+    return cache
+
+
+# ---------------------------------------------------------------------------------------------
+# the engine
+
+
+class _Row:
+    """One request being generated: its sampling state, its text, where its keys and values are."""
+
+    def __init__(self, req, tokenizer, limit, vocab_size):
+        n = len(req.prompt)
+        self.req = req
+        self.steps = max(0, min(req.max_new_tokens, limit - n))   # nothing past the context
+        self.rng = np.random.default_rng(req.seed)
+        self.history = np.empty(n + self.steps, np.int64)      # prompt and generated ids (repetition penalty)
+        self.history[:n] = req.prompt
+        self.n, self.generated, self.cached = n, 0, 0
+        self.stream, self.stop = tokenizer.stream(), StopText(req.stop)
+        self.bias = None
+        if req.logit_bias:
+            self.bias = np.zeros(vocab_size, np.float32)
+            for i, b in req.logit_bias.items():
+                self.bias[i] = b
+        self.logits = None        # [V]: the distribution of its next token
+        self.stored = 0           # positions whose keys and values are cached
+        self.own = None           # its own KVCache, until it joins the batch cache
+        self.slot = None          # its row in the batch cache
+        self.last = None          # its newest token, not yet run through the model
+        self.finished = False
+
+
+class Engine:
+    """Owns the model: requests are decoded together by one thread, at most max_batch at a time;
+    the rest wait in arrival order."""
+
+    def __init__(self, model, tokenizer, eos_ids, max_batch=8, prompt_cache_bytes=1 << 30, after_step=None):
+        """after_step: called in the engine thread after every step (to hand that step's events on at once)."""
+        if max_batch < 1:
+            raise NpqwenError(f"max_batch must be at least 1, found {max_batch}")
+        self.model, self.tok, self.eos = model, tokenizer, set(int(i) for i in eos_ids)
+        self.cfg, self.limit, self.max_batch = model.config, context_limit(model.config), max_batch
+        self.prompt_cache = PromptCache(prompt_cache_bytes)
+        self.waiting = collections.deque()
+        self.rows, self.cache = [], None
+        self.cond = threading.Condition()
+        self.stopping = False
+        self.after_step = after_step or (lambda: None)
+        self.tokens_generated = 0   # by all requests so far
+        self.thread = threading.Thread(target=self._run, name="npqwen-engine", daemon=True)
+        self.thread.start()
+
+    def submit(self, req: Request) -> None:
+        with self.cond:
+            self.waiting.append(req)
+            self.cond.notify()
+
+    def queued(self) -> int:
+        return len(self.waiting)
+
+    def close(self) -> None:
+        with self.cond:
+            self.stopping = True
+            self.cond.notify()
+        self.thread.join()
+
+    def _run(self):
+        while True:
+            with self.cond:
+                while not self.stopping and not self.waiting and not self.rows:
+                    self.cond.wait()
+                if self.stopping:
+                    return
+                new = [self.waiting.popleft() for _ in range(min(len(self.waiting), self.max_batch - len(self.rows)))]
+            try:
+                self._step(new)
+            except Exception as e:  # no memory, or a fault of npqwen's: those in flight are told, the engine goes on
+                if isinstance(e, NpqwenError):
+                    message, status = str(e), 503
+                else:
+                    traceback.print_exc(file=sys.stderr)
+                    message, status = ("out of memory" if isinstance(e, MemoryError) else
+                                       f"internal error: {type(e).__name__}: {e}"), 500
+                for req in dict.fromkeys([r.req for r in self.rows] + new):
+                    if not req.cancelled:
+                        req.on_event(Event(error=message, status=status))
+                self.rows, self.cache = [], None
+            self.after_step()
+
+    def _step(self, new):
+        joining = [row for row in map(self._prefill, new) if row is not None]
+        for row in self.rows + joining:
+            if not row.req.cancelled:
+                self._sample(row)
+        stay = [r for r in self.rows if not (r.finished or r.req.cancelled)]
+        join = [r for r in joining if not (r.finished or r.req.cancelled)]
+        for r in self.rows + joining:
+            if r.finished:
+                if not self.cfg.hybrid:
+                    self.prompt_cache.store(r.history[:r.stored], *self._kv(r)[:2])
+        if join or len(stay) < len(self.rows) or (stay and self.cache.length == self.cache.max_len):
+            self._regroup(stay, join)
+        if self.rows:
+            self._decode()
+
+    def _prefill(self, req):
+        """A new request's prompt run through the model alone, after the prefix the prompt cache holds.
+        -> its row, or None when the request failed (told through its callback)."""
+        if req.cancelled:
+            return None
+        try:
+            row = _Row(req, self.tok, self.limit, self.cfg.vocab_size)
+            if row.steps < 1:
+                raise NpqwenError(f"the prompt is {row.n} tokens long; the model's context is {self.limit} tokens, "
+                                  f"leaving no room to generate")
+            # (a hybrid model's DeltaNet state cannot be rewound to a shared prefix: no prompt cache there)
+            n, k, v = self.prompt_cache.lookup(req.prompt) if not self.cfg.hybrid else (0, None, None)
+            row.own = _new_cache(self.cfg, 1, row.n)
+            if n:
+                row.own.k[:, 0, :, :n], row.own.v[:, 0, :, :n] = k[:, :, :n], v[:, :, :n]
+                row.own.length = n
+            ids = np.asarray(req.prompt[n:], np.int64)[None]
+            row.logits = self.model.forward(ids, cache=row.own, logits_to_keep=1).logits[0, -1]
+            row.stored, row.cached = row.n, n
+            return row
+        except NpqwenError as e:
+            req.on_event(Event(error=str(e)))
+            return None
+
+    def _sample(self, row):
+        """Choose the row's next token, as `generate` does, and report it."""
+        req = row.req
+        logits = row.logits[None] if row.bias is None else (row.logits + row.bias)[None]
+        tok = int(sample(logits, req.settings, row.rng, row.history[None, :row.n])[0])
+        row.history[row.n] = tok
+        row.n, row.generated, row.last = row.n + 1, row.generated + 1, tok
+        self.tokens_generated += 1
+        reason = "stop" if tok in self.eos else "length" if row.generated >= row.steps else None
+        piece = row.stream.feed(tok) + (row.stream.flush() if reason else "")
+        text, stopped = row.stop.feed(piece, final=reason is not None)
+        reason = "stop" if stopped else reason
+        # LOGPROBS: the token's log-probabilities are computed here, from `logits`, when asked for.
+        event = Event(text=text, token=Token(tok, piece), finish_reason=reason)
+        if reason:
+            row.finished = True
+            event.usage = {"prompt_tokens": len(req.prompt), "completion_tokens": row.generated,
+                           "cached_tokens": row.cached}
+        req.on_event(event)
+
+    def _kv(self, row):  # -> the row's stored keys and values, [layers, K, n, hd] each (views), its DeltaNet states
+        if row.own is not None:
+            return (row.own.k[:, 0, :, :row.stored], row.own.v[:, 0, :, :row.stored],
+                    {layer: DeltaState(s.conv[0], s.S[0]) for layer, s in row.own.states.items()})
+        end = self.cache.length
+        return (self.cache.k[:, row.slot, :, end - row.stored:end],
+                self.cache.v[:, row.slot, :, end - row.stored:end],
+                {layer: DeltaState(s.conv[row.slot], s.S[row.slot]) for layer, s in self.cache.states.items()})
+
+    def _regroup(self, stay, join):
+        """Rebuild the batch cache for these rows, compactly, with room for the steps to come."""
+        rows = stay + join
+        if rows:
+            room = max(1, min(ROOM, max(r.steps - r.generated for r in rows)))
+            try:
+                cache = _assemble(self.cfg, [self._kv(r) for r in rows], room)
+            except NpqwenError as e:  # no memory for the newcomers: they fail, the others go on
+                if not join or not stay:
+                    raise
+                for r in join:
+                    r.req.on_event(Event(error=str(e), status=503))
+                return self._regroup(stay, [])
+        self.rows, self.cache = rows, cache if rows else None
+        for slot, r in enumerate(rows):
+            r.slot, r.own = slot, None
+
+    def _decode(self):
+        """One forward of every row's newest token against the batch cache."""
+        ids = np.array([[r.last] for r in self.rows], np.int64)
+        try:
+            logits = self.model.forward(ids, cache=self.cache).logits[:, -1]
+        except NpqwenError as e:  # NaN in the model's output: every row of this step fails
+            for r in self.rows:
+                r.req.on_event(Event(error=str(e), status=500))
+            self.rows, self.cache = [], None
+            return
+        for r, row_logits in zip(self.rows, logits):
+            r.logits, r.stored = row_logits, r.stored + 1

@@ -1,0 +1,464 @@
+"""OpenAI's API as npqwen answers it: every request field of /v1/completions and
+/v1/chat/completions, and the response, chunk and error objects.
+
+Each field OpenAI's API defines is honoured, ignored where it cannot change the result (`user`,
+`store`, `metadata`, a zero `presence_penalty`, `response_format: {"type": "text"}`, ...), or
+refused with a 400 naming it where it would change the result and npqwen cannot do it (`n` > 1,
+a JSON schema, tools, audio). npqwen's own sampling fields `top_k`, `min_p` and
+`repetition_penalty` are accepted as mlx-lm and vLLM accept them; any other field is refused.
+Errors are OpenAI's object: {"error": {"message", "type", "param", "code"}}.
+"""
+
+import math
+import time
+import uuid
+from dataclasses import dataclass, field
+
+MAX_STOPS = 16          # stop strings per request (OpenAI allows 4)
+MAX_STOP_CHARS = 256    # characters per stop string (each token's text is checked against every prefix of each)
+
+
+class ApiError(Exception):
+    """A request npqwen answers with an OpenAI error object."""
+
+    def __init__(self, message, param=None, status=400, code=None, kind=None):
+        super().__init__(message)
+        self.message, self.param, self.status, self.code = message, param, status, code
+        self.kind = kind or ("invalid_request_error" if status < 500 else "server_error")
+
+    def body(self) -> dict:
+        return {"error": {"message": self.message, "type": self.kind, "param": self.param, "code": self.code}}
+
+
+@dataclass
+class Generation:
+    """A request, validated: what to generate and how."""
+    chat: bool                                  # /v1/chat/completions (else /v1/completions)
+    messages: list | None = None                # chat: [{"role", "content"}], content as text
+    prompt: str | list | None = None            # completions: text, or token ids
+    max_tokens: int | None = None               # None: the checkpoint's default, else up to the context
+    sampling: dict = field(default_factory=dict)  # the SamplingSettings fields given
+    seed: int | None = None
+    stop: tuple = ()
+    logit_bias: dict | None = None
+    stream: bool = False
+    include_usage: bool = False                 # stream_options.include_usage
+    echo: bool = False                          # completions: the prompt's text before the completion
+    enable_thinking: bool | None = None         # chat: from reasoning_effort, for templates with the switch
+
+
+# ---------------------------------------------------------------------------------------------
+# values
+
+
+def _is_int(v):
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_number(v):
+    try:
+        return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+    except OverflowError:
+        return False
+
+
+def _type(v):
+    return {dict: "an object", list: "an array", str: "a string", bool: "a boolean", type(None): "null"}.get(
+        type(v), "a number")
+
+
+def _integer(v, name, lo=None, hi=None):
+    if not _is_int(v) or (lo is not None and v < lo) or (hi is not None and v > hi):
+        rng = (f" from {lo} to {hi}" if hi is not None else f" >= {lo}") if lo is not None else ""
+        raise ApiError(f"'{name}' must be an integer{rng}, found {_found(v)}", name)
+    return v
+
+
+def _number(v, name, lo, hi, lo_open=False, hi_open=False):
+    ok = _is_number(v) and (v > lo if lo_open else v >= lo) and (hi is None or (v < hi if hi_open else v <= hi))
+    if not ok:
+        where = f"{'(' if lo_open else '['}{lo}, {hi if hi is not None else 'inf'}{')' if hi_open or hi is None else ']'}"
+        raise ApiError(f"'{name}' must be a number in {where}, found {_found(v)}", name)
+    return v
+
+
+def _boolean(v, name):
+    if not isinstance(v, bool):
+        raise ApiError(f"'{name}' must be true or false, found {_found(v)}", name)
+    return v
+
+
+def _string(v, name):
+    if not isinstance(v, str):
+        raise ApiError(f"'{name}' must be a string, found {_found(v)}", name)
+    return v
+
+
+def _found(v):
+    if isinstance(v, (dict, list)) or v is None or isinstance(v, bool):
+        return _type(v)
+    r = repr(v)
+    return r if len(r) <= 40 else r[:37] + "..."
+
+
+def _unsupported(name, what):
+    return ApiError(f"'{name}': {what} is not supported by npqwen", name, code="unsupported_parameter")
+
+
+# ---------------------------------------------------------------------------------------------
+# fields: name -> check(value, generation, context); a value of null is the field left out
+
+
+def _ignore(check=None):
+    """A field that cannot change the text npqwen generates: checked for its type, then ignored."""
+    return lambda v, g, ctx, name: check(v, name) if check else None
+
+
+def _off_unless(is_off, what):
+    """A field npqwen cannot honour: accepted only at the value that asks for nothing."""
+    def f(v, g, ctx, name):
+        if not is_off(v):
+            raise _unsupported(name, what)
+    return f
+
+
+def _penalty(v, g, ctx, name):
+    _number(v, name, -2, 2)
+    if v != 0:
+        raise _unsupported(name, f"a non-zero {name} (use repetition_penalty)")
+
+
+def _max_tokens(v, g, ctx, name):
+    g.max_tokens = _integer(v, name, 1)
+
+
+def _sampling(check):
+    def f(v, g, ctx, name):
+        g.sampling[name] = check(v, name)
+    return f
+
+
+def _temperature(v, name):
+    return float(_number(v, name, 0, 2))
+
+
+def _top_p(v, name):
+    return float(_number(v, name, 0, 1, lo_open=True))
+
+
+def _top_k(v, name):
+    return max(0, _integer(v, name, -1))           # -1 (vLLM) and 0 (mlx-lm) both mean off
+
+
+def _min_p(v, name):
+    return float(_number(v, name, 0, 1))
+
+
+def _repetition_penalty(v, name):
+    return float(_number(v, name, 0, None, lo_open=True))
+
+
+def _seed(v, g, ctx, name):
+    g.seed = _integer(v, name, 0)
+
+
+def _n(v, g, ctx, name):
+    if _integer(v, name, 1) != 1:
+        raise _unsupported(name, "more than one choice per request")
+
+
+def _stop(v, g, ctx, name):
+    stops = [v] if isinstance(v, str) else v
+    if not isinstance(stops, list) or not all(isinstance(s, str) for s in stops):
+        raise ApiError(f"'{name}' must be a string or an array of strings, found {_found(v)}", name)
+    if len(stops) > MAX_STOPS or not all(0 < len(s) <= MAX_STOP_CHARS for s in stops):
+        raise ApiError(f"'{name}' takes up to {MAX_STOPS} strings of 1 to {MAX_STOP_CHARS} characters, found "
+                       f"{len(stops)} of {', '.join(str(len(s)) for s in stops[:MAX_STOPS + 1])}", name)
+    g.stop = tuple(stops)
+
+
+def _logit_bias(v, g, ctx, name):
+    if not isinstance(v, dict):
+        raise ApiError(f"'{name}' must be an object mapping token ids to numbers, found {_found(v)}", name)
+    bias = {}
+    for k, b in v.items():
+        if not (k.isascii() and k.isdigit() and len(k) <= 12) or int(k) >= ctx["vocab_size"]:
+            raise ApiError(f"'{name}': key {_found(k)} is not a token id of this model (0 to "
+                           f"{ctx['vocab_size'] - 1})", name)
+        bias[int(k)] = float(_number(b, f"{name}.{k}", -100, 100))
+    g.logit_bias = bias or None
+
+
+def _stream(v, g, ctx, name):
+    g.stream = _boolean(v, name)
+
+
+def _stream_options(v, g, ctx, name):
+    if not isinstance(v, dict):
+        raise ApiError(f"'{name}' must be an object, found {_found(v)}", name)
+    for k, x in v.items():
+        if k == "include_usage":
+            g.include_usage = x is not None and _boolean(x, f"{name}.include_usage")
+        elif k == "include_obfuscation":   # padding against side channels on OpenAI's network: nothing here
+            x is None or _boolean(x, f"{name}.include_obfuscation")
+        else:
+            raise ApiError(f"unknown field '{name}.{k}'", f"{name}.{k}", code="unknown_parameter")
+
+
+def _response_format(v, g, ctx, name):
+    kind = v.get("type") if isinstance(v, dict) else None
+    if kind != "text":
+        raise _unsupported(name, f"response_format {_found(kind) if kind else _found(v)} (only 'text')")
+
+
+def _reasoning_effort(v, g, ctx, name):
+    efforts = ("none", "minimal", "low", "medium", "high", "xhigh", "max")
+    if v not in efforts:
+        raise ApiError(f"'{name}' must be one of {', '.join(efforts)}, found {_found(v)}", name)
+    if ctx["can_think"]:   # Qwen3: the chat template's enable_thinking; other models do not reason
+        g.enable_thinking = v not in ("none", "minimal")
+
+
+def _logprobs(v, g, ctx, name):
+    # LOGPROBS: refused until generation reports log-probabilities; then honour it here.
+    if _boolean(v, name) if g.chat else _integer(v, name, 0, 5) >= 0:   # (completions: any count asks for them)
+        raise ApiError(f"'{name}' is not yet supported by npqwen's server", name, code="unsupported_parameter")
+
+
+def _top_logprobs(v, g, ctx, name):
+    _integer(v, name, 0, 20)
+    raise ApiError(f"'{name}' is not yet supported by npqwen's server", name, code="unsupported_parameter")
+
+
+def _echo(v, g, ctx, name):
+    g.echo = _boolean(v, name)
+
+
+def _model(v, g, ctx, name):
+    if _string(v, name) not in ctx["model_ids"]:
+        raise ApiError(f"The model '{v}' does not exist: this server serves '{ctx['model_ids'][0]}'", name,
+                       status=404, code="model_not_found")
+
+
+def _object_or_null(v, name):
+    if not isinstance(v, dict):
+        raise ApiError(f"'{name}' must be an object, found {_found(v)}", name)
+
+
+def _no_tools(v, g, ctx, name):
+    if not isinstance(v, list):
+        raise ApiError(f"'{name}' must be an array, found {_found(v)}", name)
+    if v:
+        raise _unsupported(name, "tool and function calling")
+
+
+COMMON = {
+    "model": _model,
+    "frequency_penalty": _penalty,
+    "presence_penalty": _penalty,
+    "logit_bias": _logit_bias,
+    "max_tokens": _max_tokens,
+    "n": _n,
+    "seed": _seed,
+    "stop": _stop,
+    "stream": _stream,
+    "stream_options": _stream_options,
+    "temperature": _sampling(_temperature),
+    "top_p": _sampling(_top_p),
+    "user": _ignore(_string),
+    "logprobs": _logprobs,
+    # npqwen's sampling fields, as mlx-lm and vLLM accept them
+    "top_k": _sampling(_top_k),
+    "min_p": _sampling(_min_p),
+    "repetition_penalty": _sampling(_repetition_penalty),
+}
+
+CHAT_FIELDS = {
+    **COMMON,
+    "messages": lambda v, g, ctx, name: setattr(g, "messages", _messages(v)),
+    "audio": _off_unless(lambda v: False, "audio output"),
+    "function_call": _off_unless(lambda v: v in ("none", "auto"), "function calling"),
+    "functions": _no_tools,
+    "max_completion_tokens": _max_tokens,
+    "metadata": _ignore(_object_or_null),
+    "modalities": _off_unless(lambda v: isinstance(v, list) and set(v) <= {"text"}, "output other than text"),
+    "moderation": _off_unless(lambda v: False, "moderation"),
+    "parallel_tool_calls": _ignore(_boolean),
+    "prediction": _ignore(_object_or_null),      # predicted output only makes a reply faster, not different
+    "prompt_cache_key": _ignore(_string),         # npqwen's prompt cache finds shared prefixes by itself
+    "prompt_cache_options": _ignore(_object_or_null),
+    "prompt_cache_retention": _ignore(_string),
+    "reasoning_effort": _reasoning_effort,
+    "response_format": _response_format,
+    "safety_identifier": _ignore(_string),
+    "service_tier": _ignore(_string),
+    "store": _ignore(_boolean),
+    "tool_choice": _off_unless(lambda v: v in ("none", "auto"), "tool_choice other than 'none' or 'auto'"),
+    "tools": _no_tools,
+    "top_logprobs": _top_logprobs,
+    "verbosity": _off_unless(lambda v: v == "medium", "verbosity other than 'medium'"),
+    "web_search_options": _off_unless(lambda v: False, "web search"),
+}
+
+COMPLETION_FIELDS = {
+    **COMMON,
+    "prompt": lambda v, g, ctx, name: setattr(g, "prompt", _prompt(v, ctx["vocab_size"])),
+    "best_of": lambda v, g, ctx, name: _n(v, g, ctx, name),
+    "echo": _echo,
+    "suffix": _off_unless(lambda v: v == "", "a suffix (text insertion)"),
+}
+
+
+def parse(body: dict, chat: bool, ctx: dict) -> Generation:
+    """A request body (a JSON object) -> Generation, or ApiError naming the first bad field.
+    ctx: model_ids (the names this server answers to), vocab_size, can_think."""
+    fields = CHAT_FIELDS if chat else COMPLETION_FIELDS
+    for name in body:
+        if name not in fields:
+            raise ApiError(f"unknown field '{name}': OpenAI's API does not define it and npqwen does not "
+                           f"accept it", name, code="unknown_parameter")
+    required = "messages" if chat else "prompt"
+    if body.get(required) is None:
+        raise ApiError(f"'{required}' is required", required, code="missing_required_parameter")
+    g = Generation(chat=chat)
+    for name, v in body.items():
+        if v is not None:
+            fields[name](v, g, ctx, name)
+    return g
+
+
+# ---------------------------------------------------------------------------------------------
+# chat messages and prompts
+
+ROLES = {"system": "system", "developer": "system", "user": "user", "assistant": "assistant"}
+MESSAGE_KEYS = {"role", "content", "name", "tool_calls", "tool_call_id", "function_call", "refusal", "audio"}
+
+
+def _messages(v):
+    """OpenAI messages -> what a chat template renders: [{"role", "content": text}, ...]."""
+    if not isinstance(v, list):
+        raise ApiError(f"'messages' must be an array of messages, found {_found(v)}", "messages")
+    if not v:
+        raise ApiError("'messages' is empty: give at least one message", "messages")
+    out = []
+    for i, m in enumerate(v):
+        at = f"messages[{i}]"
+        if not isinstance(m, dict):
+            raise ApiError(f"'{at}' must be an object, found {_found(m)}", at)
+        for k in m:
+            if k not in MESSAGE_KEYS:
+                raise ApiError(f"unknown field '{at}.{k}'", f"{at}.{k}", code="unknown_parameter")
+        role = m.get("role")
+        if role in ("tool", "function"):
+            raise _unsupported(f"{at}.role", f"role '{role}' (tool and function calling)")
+        if role not in ROLES:
+            raise ApiError(f"'{at}.role' must be one of {', '.join(ROLES)}, found {_found(role)}", f"{at}.role")
+        for k in ("tool_calls", "function_call", "audio"):
+            if m.get(k):
+                raise _unsupported(f"{at}.{k}", k.replace("_", " "))
+        if m.get("name") is not None:
+            _string(m["name"], f"{at}.name")
+        content = m.get("content")
+        if content is None and role != "assistant":
+            raise ApiError(f"'{at}.content' is required", f"{at}.content")
+        message = {"role": ROLES[role], "content": _text(content, f"{at}.content")}
+        if m.get("name") is not None:
+            message["name"] = m["name"]
+        out.append(message)
+    return out
+
+
+def _text(content, at):
+    """Message content: a string, or an array of text parts (joined by newlines, as vLLM does)."""
+    if content is None or isinstance(content, str):
+        return content or ""
+    if not isinstance(content, list):
+        raise ApiError(f"'{at}' must be a string or an array of content parts, found {_found(content)}", at)
+    texts = []
+    for j, part in enumerate(content):
+        kind = part.get("type") if isinstance(part, dict) else None
+        key = {"text": "text", "refusal": "refusal"}.get(kind)
+        if key is None:
+            if isinstance(kind, str):
+                raise _unsupported(f"{at}[{j}].type", f"content of type '{kind}' (npqwen reads text only)")
+            raise ApiError(f"'{at}[{j}]' must be a content part such as {{\"type\": \"text\", \"text\": ...}}",
+                           f"{at}[{j}]")
+        texts.append(_string(part.get(key), f"{at}[{j}].{key}"))
+    return "\n".join(texts)
+
+
+def _prompt(v, vocab_size):
+    """A completion prompt: text, or token ids; an array holding one of either is that one."""
+    if isinstance(v, list) and len(v) == 1 and isinstance(v[0], (str, list)):
+        v = v[0]
+    if isinstance(v, str):
+        if not v:
+            raise ApiError("'prompt' is empty", "prompt")
+        return v
+    if isinstance(v, list) and v and all(_is_int(i) for i in v):
+        bad = [i for i in v if not 0 <= i < vocab_size]
+        if bad:
+            raise ApiError(f"'prompt' holds token id {_found(bad[0])}, outside the vocabulary [0, {vocab_size})",
+                           "prompt")
+        return list(v)
+    if isinstance(v, list) and len(v) > 1 and all(isinstance(p, (str, list)) for p in v):
+        raise _unsupported("prompt", "several prompts in one request (send one request each)")
+    raise ApiError(f"'prompt' must be a string, an array of token ids, or an array holding one of "
+                   f"either, found {_found(v) if v != [] else 'an empty array'}", "prompt")
+
+
+# ---------------------------------------------------------------------------------------------
+# responses
+
+
+def new_id(chat):
+    return ("chatcmpl-" if chat else "cmpl-") + uuid.uuid4().hex[:24]
+
+
+def usage_object(u):
+    return {"prompt_tokens": u["prompt_tokens"], "completion_tokens": u["completion_tokens"],
+            "total_tokens": u["prompt_tokens"] + u["completion_tokens"],
+            "prompt_tokens_details": {"cached_tokens": u["cached_tokens"]}}
+
+
+def logprobs_object(g, tokens):
+    """The choice's `logprobs` for these generated tokens (npqwen.generation.Token): null unless the
+    request asked for log-probabilities. LOGPROBS: the one place to build OpenAI's object once
+    generation reports them: chat {"content": [{"token", "logprob", "bytes", "top_logprobs"}]},
+    completions {"tokens", "token_logprobs", "top_logprobs", "text_offset"}. (Until then `parse`
+    refuses `logprobs` and `top_logprobs`.)"""
+    return None
+
+
+def response(g, rid, model, created, text, finish_reason, usage, tokens=()):
+    """The whole answer of a request that was not streamed."""
+    if g.chat:
+        choice = {"index": 0, "message": {"role": "assistant", "content": text},
+                  "logprobs": logprobs_object(g, tokens), "finish_reason": finish_reason}
+    else:
+        choice = {"index": 0, "text": text, "logprobs": logprobs_object(g, tokens), "finish_reason": finish_reason}
+    return {"id": rid, "object": "chat.completion" if g.chat else "text_completion", "created": created,
+            "model": model, "choices": [choice], "usage": usage_object(usage)}
+
+
+def chunk(g, rid, model, created, text=None, finish_reason=None, role=False, usage=None, last=False, tokens=()):
+    """One server-sent event of a streamed answer: a piece of text, the finish reason, or (last, with
+    stream_options.include_usage) the usage with no choices."""
+    c = {"id": rid, "object": "chat.completion.chunk" if g.chat else "text_completion", "created": created,
+         "model": model}
+    if last:
+        c["choices"] = []
+    elif g.chat:
+        delta = ({"role": "assistant", "content": ""} if role else {}) | ({"content": text} if text else {})
+        c["choices"] = [{"index": 0, "delta": delta, "logprobs": logprobs_object(g, tokens),
+                         "finish_reason": finish_reason}]
+    else:
+        c["choices"] = [{"index": 0, "text": text or "", "logprobs": logprobs_object(g, tokens),
+                         "finish_reason": finish_reason}]
+    if g.include_usage:
+        c["usage"] = usage_object(usage) if last else None
+    return c
+
+
+def now():
+    return int(time.time())

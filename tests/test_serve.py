@@ -1,0 +1,403 @@
+"""The OpenAI-compatible server, tested with the official `openai` client (max_retries=0: a crash
+must not pass unseen behind a retry) against a live server on 127.0.0.1 with the demo model.
+Greedy and seeded output through the server equals `python -m npqwen.generate` on the same prompt."""
+
+import http.client
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+
+openai = pytest.importorskip("openai", reason="the server's tests need the test extra (pip install -e '.[test]')")
+pytest.importorskip("uvicorn")
+
+from cli_inprocess import load_model_once, run_cli  # noqa: E402
+from conftest import CHECKPOINTS, ROOT  # noqa: E402
+from serve_inprocess import running_server  # noqa: E402
+
+from npqwen import Tokenizer, generate  # noqa: E402
+from npqwen.openai_api import CHAT_FIELDS, COMPLETION_FIELDS  # noqa: E402
+from npqwen.serve import is_loopback  # noqa: E402
+
+DEMO = os.path.join(CHECKPOINTS, "demo")
+NO_EOS = {"4000": -100, "4002": -100}     # logit_bias that keeps the demo model from ending (a long answer)
+
+
+@pytest.fixture(scope="module")
+def server():
+    with running_server(load_model_once(DEMO), DEMO, max_batch=4) as (url, service):
+        yield url, service
+
+
+@pytest.fixture(scope="module")
+def client(server):
+    return openai.OpenAI(base_url=server[0] + "/v1", api_key="unused", max_retries=0, timeout=60)
+
+
+def cli_text(*argv):
+    status, out, err = run_cli(["--model", DEMO, *argv])
+    assert status == 0, err
+    return out
+
+
+def post(url, path, raw: bytes, method="POST"):
+    """A raw HTTP request (for bodies the openai client would never send). -> (status, JSON body)."""
+    host, port = url.removeprefix("http://").split(":")
+    conn = http.client.HTTPConnection(host, int(port), timeout=60)
+    conn.request(method, path, body=raw, headers={"Content-Type": "application/json"})
+    r = conn.getresponse()
+    body = r.read()
+    conn.close()
+    return r.status, json.loads(body)
+
+
+def streamed(stream):
+    """-> (text joined, finish reasons, the chunks)."""
+    chunks = list(stream)
+    choice = [c.choices[0] for c in chunks if c.choices]
+    text = "".join((getattr(c, "delta", None) and c.delta.content) or getattr(c, "text", "") or "" for c in choice)
+    return text, [c.finish_reason for c in choice if c.finish_reason], chunks
+
+
+# ---------------------------------------------------------------------------------------------
+# the API, answered as npqwen.generate answers
+
+
+def test_models_and_health(server, client):
+    assert [m.id for m in client.models.list().data] == ["demo"]
+    assert client.models.retrieve("demo").id == "demo"
+    status, body = post(server[0], "/health", b"", method="GET")
+    assert (status, body) == (200, {"status": "ok"})
+
+
+@pytest.mark.parametrize("prompt", ["Once upon a time", "学习如逆水行舟,不进则", "def add(a, b):"])
+def test_completion_greedy_equals_generate(client, prompt):
+    r = client.completions.create(model="demo", prompt=prompt, max_tokens=24, temperature=0)
+    assert r.choices[0].text == cli_text("--temperature", "0", "--max-new-tokens", "24", prompt)
+    ids = Tokenizer(DEMO).encode(prompt)
+    assert r.usage.prompt_tokens == len(ids) and r.usage.total_tokens == len(ids) + r.usage.completion_tokens
+    assert (r.choices[0].finish_reason == "length") == (r.usage.completion_tokens == 24)
+
+
+def test_chat_greedy_equals_generate_chat(client):
+    r = client.chat.completions.create(model="demo", temperature=0, max_tokens=40, messages=[
+        {"role": "system", "content": "Be brief."}, {"role": "user", "content": "What is a river?"}])
+    expected = cli_text("--chat", "--system", "Be brief.", "--temperature", "0", "--max-new-tokens", "40",
+                        "What is a river?")
+    assert r.choices[0].message.content == expected and expected
+    assert r.choices[0].message.role == "assistant" and r.choices[0].finish_reason in ("stop", "length")
+    # content as an array of text parts, and the developer role (OpenAI's newer name for system)
+    again = client.chat.completions.create(model="demo", temperature=0, max_tokens=40, messages=[
+        {"role": "developer", "content": [{"type": "text", "text": "Be brief."}]},
+        {"role": "user", "content": [{"type": "text", "text": "What is a river?"}]}])
+    assert again.choices[0].message.content == expected
+
+
+def test_seeded_sampling_and_npqwen_fields_equal_generate(client):
+    r = client.completions.create(model="demo", prompt="The river", max_tokens=20, temperature=0.9, top_p=0.9,
+                                  seed=7, extra_body={"top_k": 40, "min_p": 0.05, "repetition_penalty": 1.3})
+    assert r.choices[0].text == cli_text("--temperature", "0.9", "--top-p", "0.9", "--seed", "7", "--top-k", "40",
+                                         "--min-p", "0.05", "--repetition-penalty", "1.3", "--max-new-tokens", "20",
+                                         "The river")
+    again = client.completions.create(model="demo", prompt="The river", max_tokens=20, temperature=0.9, top_p=0.9,
+                                      seed=7, extra_body={"top_k": 40, "min_p": 0.05, "repetition_penalty": 1.3})
+    assert again.choices[0].text == r.choices[0].text
+
+
+@pytest.mark.parametrize("chat", [False, True])
+def test_stream_joins_to_the_whole_text_even_ending_mid_character(client, chat):
+    # 17 tokens of this continuation end inside a character: the text ends with what decode renders (U+FFFD)
+    prompt, n = "学习如逆水行舟,不进则", 17
+    kw = dict(model="demo", max_tokens=n, temperature=0)
+    if chat:
+        whole = client.chat.completions.create(messages=[{"role": "user", "content": prompt}], **kw)
+        text = whole.choices[0].message.content
+        stream = client.chat.completions.create(messages=[{"role": "user", "content": prompt}], stream=True,
+                                                stream_options={"include_usage": True}, **kw)
+    else:
+        whole = client.completions.create(prompt=prompt, **kw)
+        text = whole.choices[0].text
+        assert text.endswith("\ufffd") and text == "".join(t.text for t in generate(
+            load_model_once(DEMO), Tokenizer(DEMO), prompt, n))
+        stream = client.completions.create(prompt=prompt, stream=True, stream_options={"include_usage": True}, **kw)
+    joined, reasons, chunks = streamed(stream)
+    assert joined == text and reasons == [whole.choices[0].finish_reason]
+    # include_usage: every chunk carries usage null, the last one the usage and no choices
+    assert chunks[-1].choices == [] and chunks[-1].usage.completion_tokens == whole.usage.completion_tokens
+    assert chunks[-1].usage.prompt_tokens == whole.usage.prompt_tokens
+    assert all(c.usage is None for c in chunks[:-1])
+
+
+def test_stop_strings(client):
+    full = client.completions.create(model="demo", prompt="Once upon a time", max_tokens=40, temperature=0)
+    text = full.choices[0].text
+    assert "little bird" in text and "mountain" in text
+    for stop in (["mountain"], ["little bird", "zzz"], "b"):   # " little", " b", "ir", "d": spans tokens
+        first = min(text.find(s) for s in ([stop] if isinstance(stop, str) else stop) if s in text)
+        r = client.completions.create(model="demo", prompt="Once upon a time", max_tokens=40, temperature=0,
+                                      stop=stop)
+        assert r.choices[0].text == text[:first] and r.choices[0].finish_reason == "stop"
+        joined, reasons, _ = streamed(client.completions.create(model="demo", prompt="Once upon a time",
+                                                                max_tokens=40, temperature=0, stop=stop, stream=True))
+        assert joined == text[:first] and reasons == ["stop"]
+    r = client.completions.create(model="demo", prompt="Once upon a time", max_tokens=40, temperature=0, stop="~~")
+    assert r.choices[0].text == text and r.choices[0].finish_reason == full.choices[0].finish_reason
+
+
+def test_what_real_clients_add_is_accepted(client):
+    plain = client.chat.completions.create(model="demo", temperature=0, max_tokens=16,
+                                           messages=[{"role": "user", "content": "Hello"}])
+    busy = client.chat.completions.create(
+        model="demo", temperature=0, max_tokens=16, messages=[{"role": "user", "content": "Hello", "name": "ann"}],
+        user="u-1", n=1, presence_penalty=0, frequency_penalty=0, logit_bias={}, response_format={"type": "text"},
+        stream_options={"include_usage": True}, store=False, metadata={"k": "v"}, parallel_tool_calls=True,
+        tool_choice="none", tools=[], service_tier="auto", logprobs=False, top_logprobs=None, verbosity="medium",
+        prompt_cache_key="conversation-1", safety_identifier="s")
+    assert busy.choices[0].message.content == plain.choices[0].message.content
+    c = client.completions.create(model="demo", prompt="Once upon a time", max_tokens=8, temperature=0, echo=True,
+                                  best_of=1, suffix="", user="u", n=1, stream_options={"include_usage": True})
+    assert c.choices[0].text == "Once upon a time" + cli_text("--temperature", "0", "--max-new-tokens", "8",
+                                                                "Once upon a time")
+
+
+def test_logit_bias_is_honoured(client):
+    ids = Tokenizer(DEMO).encode(" there")
+    r = client.completions.create(model="demo", prompt="Once upon a time,", max_tokens=1, temperature=0,
+                                  logit_bias={str(ids[0]): 100})
+    assert r.choices[0].text == " there"
+    banned = client.completions.create(model="demo", prompt="Once upon a time,", max_tokens=1, temperature=0,
+                                       logit_bias={str(ids[0]): -100})
+    assert banned.choices[0].text != " there"
+
+
+def test_token_id_prompts(client):
+    ids = Tokenizer(DEMO).encode("Once upon a time")
+    by_ids = client.completions.create(model="demo", prompt=ids, max_tokens=12, temperature=0)
+    by_text = client.completions.create(model="demo", prompt="Once upon a time", max_tokens=12, temperature=0)
+    assert by_ids.choices[0].text == by_text.choices[0].text and by_ids.usage.prompt_tokens == len(ids)
+
+
+# ---------------------------------------------------------------------------------------------
+# errors: 400 with OpenAI's error object naming the field; never a 500, never a dead server
+
+
+def bad(client, param, status=400, chat=True, **kw):
+    kw = {"model": "demo", "max_tokens": 4, **kw}
+    with pytest.raises(openai.APIStatusError) as e:
+        if chat:
+            client.chat.completions.create(**{"messages": [{"role": "user", "content": "hi"}], **kw})
+        else:
+            client.completions.create(**{"prompt": "hi", **kw})
+    assert e.value.status_code == status and e.value.param == param, (e.value.status_code, e.value.body)
+    assert e.value.type == "invalid_request_error" and e.value.body["message"]
+    return e.value.body["message"]
+
+
+def test_bad_requests_get_400_naming_the_field(client):
+    assert "more than one choice" in bad(client, "n", n=2)
+    assert "response_format" in bad(client, "response_format",
+                                    response_format={"type": "json_schema", "json_schema": {"name": "x"}})
+    assert "not yet supported" in bad(client, "logprobs", logprobs=True)
+    assert "not yet supported" in bad(client, "top_logprobs", top_logprobs=3)
+    assert "not yet supported" in bad(client, "logprobs", chat=False, logprobs=2)
+    assert "unknown field 'foo'" in bad(client, "foo", extra_body={"foo": 1})
+    assert "unknown field 'chat_template_kwargs'" in bad(client, "chat_template_kwargs",
+                                                         extra_body={"chat_template_kwargs": {}})
+    assert "[0, 2]" in bad(client, "temperature", temperature=3)
+    assert "(0, 1]" in bad(client, "top_p", top_p=0)
+    assert bad(client, "max_tokens", max_tokens=0)
+    assert bad(client, "seed", seed=-1)
+    assert bad(client, "presence_penalty", presence_penalty=0.5)
+    assert bad(client, "tools", tools=[{"type": "function", "function": {"name": "f"}}])
+    assert bad(client, "stop", stop=[""])
+    assert bad(client, "stop", stop="x" * 257)
+    assert bad(client, "stop", stop=[str(i) for i in range(17)])
+    assert bad(client, "logit_bias", logit_bias={"99999": 1})
+    assert "empty" in bad(client, "messages", messages=[])
+    assert bad(client, "messages[0].role", messages=[{"role": "robot", "content": "hi"}])
+    assert bad(client, "messages[0].content[0].type", messages=[{"role": "user", "content": [
+        {"type": "image_url", "image_url": {"url": "http://x/y.png"}}]}])
+    assert bad(client, "messages[1].role", messages=[{"role": "user", "content": "hi"},
+                                                     {"role": "tool", "content": "x", "tool_call_id": "1"}])
+    long = " ".join(["word"] * 600)
+    assert "context" in bad(client, "prompt", chat=False, prompt=long)
+    assert "context" in bad(client, "messages", messages=[{"role": "user", "content": long}])
+    assert bad(client, "prompt", chat=False, prompt=["a", "b"])
+    assert bad(client, "prompt", chat=False, prompt=[1, 10**9])
+    assert bad(client, "model", status=404, model="gpt-4o")
+
+
+def test_malformed_bodies_get_400(server, client):
+    url = server[0]
+    for raw in (b"{bad", b"[1, 2]", b"", b'{"messages": [{"role": "user", "content": "hi"}], "temperature": NaN}',
+                b"\xff\xfe", b'{"messages": ' + b"[" * 100000 + b"]" * 100000 + b"}"):
+        status, body = post(url, "/v1/chat/completions", raw)
+        assert status == 400 and body["error"]["type"] == "invalid_request_error" and body["error"]["message"], raw
+    for path, raw in (("/v1/completions", b'{"prompt": "\\ud800 lone surrogate", "max_tokens": 2}'),
+                      ("/v1/chat/completions", b'{"messages": [{"role": "user", "content": "\\udfff"}]}'),
+                      ("/v1/chat/completions", b'{"messages": [{"role": "user", "content": 5}]}')):
+        status, body = post(url, path, raw)
+        assert status == 400 and body["error"]["param"] in ("prompt", "messages", "messages[0].content"), (raw, body)
+    status, body = post(url, "/v1/nowhere", b"{}")
+    assert status == 404 and "no such endpoint" in body["error"]["message"]
+    status, body = post(url, "/v1/completions", b"", method="GET")
+    assert status == 405 and body["error"]["message"]
+    assert client.completions.create(model="demo", prompt="hi", max_tokens=2).choices[0].text is not None
+
+
+def test_every_openai_field_is_known():
+    """Every request field the official client defines is honoured, ignored or refused by name: none
+    falls through to "unknown field"."""
+    from openai.types import completion_create_params as completion
+    from openai.types.chat import completion_create_params as chat
+    for params, known in ((chat.CompletionCreateParamsBase, CHAT_FIELDS),
+                          (completion.CompletionCreateParamsBase, COMPLETION_FIELDS)):
+        fields = set(params.__annotations__) | {"stream"}
+        assert fields <= set(known), fields - set(known)
+
+
+# ---------------------------------------------------------------------------------------------
+# many clients, one model
+
+
+def test_client_disconnecting_mid_stream_stops_its_generation(server, client):
+    url, service = server
+    before = service.engine.tokens_generated
+    stream = client.completions.create(model="demo", prompt="Once upon a time", max_tokens=480, temperature=0,
+                                       logit_bias=NO_EOS, stream=True)
+    for _, piece in zip(range(3), stream):
+        pass
+    stream.close()                                             # the client goes away after 3 chunks
+    other = client.completions.create(model="demo", prompt="The river", max_tokens=12, temperature=0)
+    assert other.choices[0].text == cli_text("--temperature", "0", "--max-new-tokens", "12", "The river")
+    deadline = time.monotonic() + 30
+    while service.engine.rows and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert not service.engine.rows
+    assert service.engine.tokens_generated - before < 12 + 300, "the abandoned request was generated to the end"
+
+
+def test_concurrent_clients_get_what_each_gets_alone(client):
+    """A small load test (scripts/load_test.py is the large one): streamed and whole, chat and
+    completion requests at once, with bad requests among them; each text equals the request alone."""
+    requests = [("text", "Once upon a time", False), ("text", "The river", True), ("chat", "Hello", False),
+                ("chat", "What is a river?", True), ("text", "学习如逆水行舟,不进则", True), ("text", "import os", False)]
+
+    def run(kind, prompt, stream):
+        kw = dict(model="demo", max_tokens=30, temperature=0, logit_bias=NO_EOS if len(prompt) < 10 else None)
+        if kind == "chat":
+            kw["messages"] = [{"role": "user", "content": prompt}]
+            if stream:
+                return streamed(client.chat.completions.create(stream=True, **kw))[0]
+            return client.chat.completions.create(**kw).choices[0].message.content
+        if stream:
+            return streamed(client.completions.create(prompt=prompt, stream=True, **kw))[0]
+        return client.completions.create(prompt=prompt, **kw).choices[0].text
+
+    alone = [run(*r) for r in requests]
+    jobs = requests * 3
+    with ThreadPoolExecutor(8) as pool:
+        together = list(pool.map(lambda r: run(*r), jobs))
+        bad_ones = [pool.submit(bad, client, "n", n=3) for _ in range(4)]
+        assert all(b.result() for b in bad_ones)
+    assert together == alone * 3
+
+
+def test_follow_up_turn_reuses_the_prompt_cache(client):
+    tok = Tokenizer(DEMO)
+    messages = [{"role": "user", "content": "Tell me about rivers."}]
+    first = client.chat.completions.create(model="demo", temperature=0, max_tokens=20, messages=messages)
+    messages += [{"role": "assistant", "content": first.choices[0].message.content},
+                 {"role": "user", "content": "And mountains?"}]
+    second = client.chat.completions.create(model="demo", temperature=0, max_tokens=20, messages=messages)
+    cached = second.usage.prompt_tokens_details.cached_tokens
+    assert first.usage.prompt_tokens <= cached < second.usage.prompt_tokens
+    ids = tok.encode_chat(messages)
+    fresh = "".join(t.text for t in generate(load_model_once(DEMO), tok, ids, 20))
+    assert second.choices[0].message.content == fresh
+
+
+# ---------------------------------------------------------------------------------------------
+# the command
+
+
+def test_serve_command_starts_answers_and_stops():
+    p = subprocess.Popen([sys.executable, "-m", "npqwen.serve", "--port", "0", "--log-level", "warning"], cwd=ROOT,
+                         stderr=subprocess.PIPE, text=True)
+    try:
+        line = p.stderr.readline()
+        assert line.startswith("npqwen: serving ") and "http://127.0.0.1:" in line, line
+        url = line.split(" at ")[1].split("/v1")[0]
+        c = openai.OpenAI(base_url=url + "/v1", api_key="unused", max_retries=0, timeout=60)
+        r = c.completions.create(model=c.models.list().data[0].id, prompt="Once upon a time", max_tokens=10,
+                                 temperature=0)
+        assert r.choices[0].text == cli_text("--temperature", "0", "--max-new-tokens", "10", "Once upon a time")
+    finally:
+        p.send_signal(signal.SIGINT)
+        assert p.wait(30) == 0
+        p.stderr.close()
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--port", "70000"], "--port must be from 0 to 65535"),
+    (["--model", "/no/such/dir"], "no such folder"),
+    (["--max-batch", "0"], "--max-batch must be at least 1"),
+    (["--prompt-cache-mb", "nan"], "--prompt-cache-mb"),
+    (["--host", "192.0.2.1"], "cannot listen on 192.0.2.1"),      # an address this machine does not have
+])
+def test_serve_command_bad_options(argv, message):
+    from npqwen.serve import main
+    import io
+    import contextlib
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err):
+        assert main(argv) == 2
+    assert err.getvalue().startswith("error: ") and message in err.getvalue() and err.getvalue().count("\n") == 1
+
+
+def test_port_in_use_is_one_error_line():
+    from npqwen.serve import listen, main
+    import io
+    import contextlib
+    taken = listen("127.0.0.1", 0)
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err):
+        assert main(["--port", str(taken.getsockname()[1])]) == 2
+    taken.close()
+    assert "cannot listen on 127.0.0.1" in err.getvalue() and err.getvalue().count("\n") == 1
+
+
+def test_loopback_is_the_default_and_other_hosts_are_said():
+    assert is_loopback("127.0.0.1") and is_loopback("localhost") and is_loopback("::1") and is_loopback("127.0.0.2")
+    assert not is_loopback("0.0.0.0") and not is_loopback("192.168.1.5") and not is_loopback("example.org")
+
+
+def test_without_the_serve_extra_the_command_says_what_to_install(monkeypatch):
+    from npqwen.serve import main
+    import io
+    import contextlib
+    monkeypatch.setitem(sys.modules, "uvicorn", None)     # as if not installed: importing it fails
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err):
+        assert main([]) == 2
+    assert err.getvalue() == 'error: the server needs the serve extra: pip install -e ".[serve]"\n'
+
+
+def test_reasoning_effort_switches_qwen3_thinking():
+    from conftest import shared_asset
+    from npqwen.openai_api import parse
+    qwen3 = Tokenizer(os.path.dirname(shared_asset("qwen3", "tokenizer.json")))
+    messages = [{"role": "user", "content": "2 + 2?"}]
+    ctx = {"model_ids": ["q"], "vocab_size": 151936, "can_think": qwen3.can_think}
+    off = parse({"messages": messages, "reasoning_effort": "none"}, True, ctx)
+    on = parse({"messages": messages, "reasoning_effort": "high"}, True, ctx)
+    assert (off.enable_thinking, on.enable_thinking) == (False, True)
+    assert qwen3.apply_chat_template(off.messages, enable_thinking=off.enable_thinking).endswith(
+        "<think>\n\n</think>\n\n")                                  # the template's empty reasoning block
+    demo = {"model_ids": ["q"], "vocab_size": 4003, "can_think": False}
+    assert parse({"messages": messages, "reasoning_effort": "none"}, True, demo).enable_thinking is None
