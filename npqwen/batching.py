@@ -34,7 +34,8 @@ from .deltanet import DeltaState
 from .errors import NpqwenError
 from .generation import Token, context_limit
 from .model import available_memory
-from .sampling import SamplingSettings, sample
+from .logprobs import step_logprobs
+from .sampling import SamplingSettings, draw, processed_logits
 
 ROOM = 256   # decode steps the batch cache is sized for beyond its longest row, before it is rebuilt
 
@@ -49,6 +50,7 @@ class Request:
     stop: tuple = ()                                    # strings: the text ends before the first of them
     logit_bias: dict | None = None                      # {token id: added to its logit}
     cancelled: bool = False                             # set by the client's side; the row leaves at the next step
+    logprobs: int | None = None                         # K: each token carries its logprob and K alternatives
 
 
 @dataclass
@@ -313,7 +315,8 @@ class Engine:
         """Choose the row's next token, as `generate` does, and report it."""
         req = row.req
         logits = row.logits[None] if row.bias is None else (row.logits + row.bias)[None]
-        tok = int(sample(logits, req.settings, row.rng, row.history[None, :row.n])[0])
+        scores = processed_logits(logits, req.settings, row.history[None, :row.n])  # what the token is drawn from
+        tok = int(draw(scores, req.settings, row.rng)[0])
         row.history[row.n] = tok
         row.n, row.generated, row.last = row.n + 1, row.generated + 1, tok
         self.tokens_generated += 1
@@ -321,8 +324,10 @@ class Engine:
         piece = row.stream.feed(tok) + (row.stream.flush() if reason else "")
         text, stopped = row.stop.feed(piece, final=reason is not None)
         reason = "stop" if stopped else reason
-        # LOGPROBS: the token's log-probabilities are computed here, from `logits`, when asked for.
-        event = Event(text=text, token=Token(tok, piece), finish_reason=reason)
+        token = Token(tok, piece)
+        if req.logprobs is not None:  # under the distribution it was drawn from, as generate reports them
+            token.logprob, token.top_logprobs = step_logprobs(scores, np.array([tok]), req.logprobs)[0]
+        event = Event(text=text, token=token, finish_reason=reason)
         if reason:
             row.finished = True
             event.usage = {"prompt_tokens": len(req.prompt), "completion_tokens": row.generated,

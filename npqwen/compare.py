@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 import ml_dtypes
 import numpy as np
 
+from .hub import add_revision_option, resolve_model
 from .cli import _Parser, _printable, model_folder, run_tool
 from .config import ModelConfig
 from .errors import NpqwenError
@@ -226,7 +227,8 @@ def _token(tok, i):
 def _parser():
     p = _Parser(prog="python -m npqwen.compare",
                 description="Compare another engine's hidden states and logits with npqwen's, layer by layer.")
-    p.add_argument("--model", required=True, help="the checkpoint folder the other engine ran")
+    p.add_argument("--model", required=True, help="the checkpoint folder (or hub id) the other engine ran")
+    add_revision_option(p)
     p.add_argument("--reference", required=True, metavar="DUMP", help="the other engine's safetensors dump")
     p.add_argument("--tol", type=float, default=1e-4, help="largest relative error that passes (default 1e-4)")
     p.add_argument("--weights", choices=("auto", "float32", "stream"), default="auto")
@@ -241,7 +243,7 @@ def _main(argv) -> int:
     args = _parser().parse_args(argv)
     if not (np.isfinite(args.tol) and args.tol > 0):
         raise NpqwenError(f"--tol must be a finite number > 0, found {args.tol}")
-    model_folder(args.model)
+    args.model = model_folder(resolve_model(args.model, args.revision))
     cfg = ModelConfig.from_file(args.model)
     dump = read_dump(args.reference, cfg)
     tok = None

@@ -18,7 +18,7 @@ from .cli import DEMO_MODEL
 from .errors import NpqwenError
 from .hub import add_revision_option, resolve_model
 from .model import load_model
-from .plots import token_bytes
+from .tokenizer import token_bytes
 from .primitives import (NEG, apply_rope, causal_mask, repeat_kv, rms_norm, rope_cos_sin, rope_inv_freq, silu,
                          softmax)
 from .tokenizer import Tokenizer

@@ -14,6 +14,8 @@ import time
 import uuid
 from dataclasses import dataclass, field
 
+from .tokenizer import token_bytes
+
 MAX_STOPS = 16          # stop strings per request (OpenAI allows 4)
 MAX_STOP_CHARS = 256    # characters per stop string (each token's text is checked against every prefix of each)
 
@@ -45,6 +47,12 @@ class Generation:
     include_usage: bool = False                 # stream_options.include_usage
     echo: bool = False                          # completions: the prompt's text before the completion
     enable_thinking: bool | None = None         # chat: from reasoning_effort, for templates with the switch
+    want_logprobs: bool = False                 # chat: logprobs true; completions: logprobs given
+    top_logprobs: int = 0                       # alternatives per token (chat: top_logprobs; completions: logprobs)
+
+    @property
+    def logprobs(self):  # -> None (not asked), or how many alternatives per token
+        return self.top_logprobs if self.want_logprobs else None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -220,14 +228,14 @@ def _reasoning_effort(v, g, ctx, name):
 
 
 def _logprobs(v, g, ctx, name):
-    # LOGPROBS: refused until generation reports log-probabilities; then honour it here.
-    if _boolean(v, name) if g.chat else _integer(v, name, 0, 5) >= 0:   # (completions: any count asks for them)
-        raise ApiError(f"'{name}' is not yet supported by npqwen's server", name, code="unsupported_parameter")
+    if g.chat:  # chat: true or false; the count is top_logprobs
+        g.want_logprobs = _boolean(v, name)
+    else:       # completions: the count of alternatives itself
+        g.want_logprobs, g.top_logprobs = True, _integer(v, name, 0, 5)
 
 
 def _top_logprobs(v, g, ctx, name):
-    _integer(v, name, 0, 20)
-    raise ApiError(f"'{name}' is not yet supported by npqwen's server", name, code="unsupported_parameter")
+    g.top_logprobs = _integer(v, name, 0, 20)
 
 
 def _echo(v, g, ctx, name):
@@ -324,6 +332,8 @@ def parse(body: dict, chat: bool, ctx: dict) -> Generation:
     for name, v in body.items():
         if v is not None:
             fields[name](v, g, ctx, name)
+    if chat and body.get("top_logprobs") is not None and not g.want_logprobs:
+        raise ApiError("'top_logprobs' needs 'logprobs': true", "top_logprobs")
     return g
 
 
@@ -421,27 +431,47 @@ def usage_object(u):
             "prompt_tokens_details": {"cached_tokens": u["cached_tokens"]}}
 
 
-def logprobs_object(g, tokens):
-    """The choice's `logprobs` for these generated tokens (npqwen.generation.Token): null unless the
-    request asked for log-probabilities. LOGPROBS: the one place to build OpenAI's object once
-    generation reports them: chat {"content": [{"token", "logprob", "bytes", "top_logprobs"}]},
-    completions {"tokens", "token_logprobs", "top_logprobs", "text_offset"}. (Until then `parse`
-    refuses `logprobs` and `top_logprobs`.)"""
-    return None
+def logprobs_object(g, tokens, tok=None):
+    """The choice's `logprobs` for these generated tokens (npqwen.generation.Token, carrying logprob
+    and top_logprobs): null unless the request asked for them. Chat: {"content": [{"token",
+    "logprob", "bytes", "top_logprobs": [{"token", "logprob", "bytes"}]}]}; completions: {"tokens",
+    "token_logprobs", "top_logprobs": [{token: logprob}], "text_offset"}. Each token's text is its
+    own decoding (a piece of a character shows as U+FFFD; `bytes` holds its exact bytes)."""
+    if g.logprobs is None:
+        return None
+
+    def text(i):
+        return tok.decode([i]) if tok is not None else str(i)
+
+    def raw(i):
+        return list(token_bytes(tok, i)) if tok is not None else []
+
+    if g.chat:
+        return {"content": [{"token": text(t.id), "logprob": t.logprob, "bytes": raw(t.id),
+                             "top_logprobs": [{"token": text(i), "logprob": lp, "bytes": raw(i)}
+                                              for i, lp in (t.top_logprobs or [])]} for t in tokens]}
+    offsets, at = [], 0
+    for t in tokens:
+        offsets.append(at)
+        at += len(t.text)
+    return {"tokens": [text(t.id) for t in tokens], "token_logprobs": [t.logprob for t in tokens],
+            "top_logprobs": [{text(i): lp for i, lp in (t.top_logprobs or [])} for t in tokens],
+            "text_offset": offsets}
 
 
-def response(g, rid, model, created, text, finish_reason, usage, tokens=()):
+def response(g, rid, model, created, text, finish_reason, usage, tokens=(), tok=None):
     """The whole answer of a request that was not streamed."""
     if g.chat:
         choice = {"index": 0, "message": {"role": "assistant", "content": text},
-                  "logprobs": logprobs_object(g, tokens), "finish_reason": finish_reason}
+                  "logprobs": logprobs_object(g, tokens, tok), "finish_reason": finish_reason}
     else:
-        choice = {"index": 0, "text": text, "logprobs": logprobs_object(g, tokens), "finish_reason": finish_reason}
+        choice = {"index": 0, "text": text, "logprobs": logprobs_object(g, tokens, tok), "finish_reason": finish_reason}
     return {"id": rid, "object": "chat.completion" if g.chat else "text_completion", "created": created,
             "model": model, "choices": [choice], "usage": usage_object(usage)}
 
 
-def chunk(g, rid, model, created, text=None, finish_reason=None, role=False, usage=None, last=False, tokens=()):
+def chunk(g, rid, model, created, text=None, finish_reason=None, role=False, usage=None, last=False, tokens=(),
+          tok=None):
     """One server-sent event of a streamed answer: a piece of text, the finish reason, or (last, with
     stream_options.include_usage) the usage with no choices."""
     c = {"id": rid, "object": "chat.completion.chunk" if g.chat else "text_completion", "created": created,
@@ -450,10 +480,10 @@ def chunk(g, rid, model, created, text=None, finish_reason=None, role=False, usa
         c["choices"] = []
     elif g.chat:
         delta = ({"role": "assistant", "content": ""} if role else {}) | ({"content": text} if text else {})
-        c["choices"] = [{"index": 0, "delta": delta, "logprobs": logprobs_object(g, tokens),
+        c["choices"] = [{"index": 0, "delta": delta, "logprobs": logprobs_object(g, tokens, tok),
                          "finish_reason": finish_reason}]
     else:
-        c["choices"] = [{"index": 0, "text": text or "", "logprobs": logprobs_object(g, tokens),
+        c["choices"] = [{"index": 0, "text": text or "", "logprobs": logprobs_object(g, tokens, tok),
                          "finish_reason": finish_reason}]
     if g.include_usage:
         c["usage"] = usage_object(usage) if last else None

@@ -18,6 +18,8 @@ from typing import Callable
 
 import numpy as np
 
+from .tokenizer import token_bytes
+
 # ---------------------------------------------------------------------------------------------
 # fonts
 
@@ -71,25 +73,6 @@ def find_fonts(candidates=CJK_FONTS) -> Fonts:
 
 # ---------------------------------------------------------------------------------------------
 # token labels
-
-
-def _byte_decoder():
-    """GPT-2's byte-level alphabet inverted (stand-in character -> byte). Qwen's vocabulary spells
-    every token in it, so a token holding half a character still has its bytes."""
-    bs = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
-    others = [b for b in range(256) if b not in bs]  # space, controls...: U+0100 onwards, in order
-    return {**{chr(b): b for b in bs}, **{chr(256 + n): b for n, b in enumerate(others)}}
-
-
-BYTE_DECODER = _byte_decoder()
-
-
-def token_bytes(tok, token_id) -> bytes:
-    """The bytes a token stands for (a multi-byte character may be split over several tokens)."""
-    piece = tok.tok.id_to_token(int(token_id))
-    if piece is not None and all(ch in BYTE_DECODER for ch in piece):
-        return bytes(BYTE_DECODER[ch] for ch in piece)
-    return tok.decode([int(token_id)]).encode("utf-8")  # an added token, stored as its text
 
 
 VISIBLE = {" ": "\u2423", "\n": "\\n", "\t": "\\t", "\r": "\\r"}  # ␣ marks a leading space, as BPE keeps it

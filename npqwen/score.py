@@ -23,6 +23,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .hub import add_revision_option, resolve_model
 from .cli import DEMO_MODEL, _Parser, _printable, _stdin, _utf8, model_folder, run_tool
 from .config import ModelConfig
 from .errors import NpqwenError
@@ -233,7 +234,8 @@ def _parser():
     p = _Parser(prog="python -m npqwen.score",
                 description="Per-token log-probabilities and perplexity of a text, in NumPy, exact to transformers.")
     p.add_argument("file", nargs="?", help="a UTF-8 text file ('-' or none: standard input)")
-    p.add_argument("--model", default=DEMO_MODEL, help="checkpoint folder (default: the shipped demo model)")
+    p.add_argument("--model", default=DEMO_MODEL, help="checkpoint folder or hub id (default: the shipped demo model)")
+    add_revision_option(p)
     p.add_argument("--jsonl", action="store_true", help='the input is JSON lines, one document each: a string, '
                    '{"text": string} or {"ids": [token ids]}')
     p.add_argument("--context", type=int, help="window length in tokens (default: the model's context)")
@@ -254,7 +256,7 @@ def _main(argv) -> int:
     args = _parser().parse_args(argv)
     if not 0 <= args.top_k <= MAX_TOP_K:  # K alternatives are kept for every position of a batch of windows
         raise NpqwenError(f"--top-k must be an integer from 0 to {MAX_TOP_K}, found {args.top_k}")
-    model_folder(args.model)
+    args.model = model_folder(resolve_model(args.model, args.revision))
 
     t0 = time.perf_counter()  # every small file and the input are checked before the weights load
     cfg = ModelConfig.from_file(args.model)

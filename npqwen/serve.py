@@ -93,7 +93,7 @@ class Service:
         max_new = g.max_tokens or self.gen_cfg.max_new_tokens or self.limit - len(ids)
         self.loop, events = asyncio.get_running_loop(), asyncio.Queue()
         req = Request(ids, max_new, settings, lambda e: self._post(events, e), seed=g.seed, stop=g.stop,
-                      logit_bias=g.logit_bias)
+                      logit_bias=g.logit_bias, logprobs=g.logprobs)
         self.engine.submit(req)
         gone = asyncio.ensure_future(_disconnected(request))
         streaming = False
@@ -134,7 +134,7 @@ class Service:
             tokens.append(event.token)
             if event.finish_reason:
                 return _json(response(g, rid, self.model_id, self.created, "".join(pieces),
-                                      event.finish_reason, event.usage, tokens))
+                                      event.finish_reason, event.usage, tokens, tok=self.tok))
             event = await _next(events, gone)
             if event is None:
                 return _client_gone()
@@ -142,7 +142,7 @@ class Service:
     async def _chunks(self, g, rid, req, events, event, gone, head):
         """The server-sent events of one streamed answer. However it ends (finished, the client gone,
         the task cancelled), the request leaves the batch."""
-        made = lambda **kw: chunk(g, rid, self.model_id, self.created, **kw)  # noqa: E731
+        made = lambda **kw: chunk(g, rid, self.model_id, self.created, tok=self.tok, **kw)  # noqa: E731
         tokens = []   # generated since the last chunk: a token mid-character has no text of its own
         try:
             if g.chat or head:

@@ -182,6 +182,39 @@ def test_token_id_prompts(client):
     assert by_ids.choices[0].text == by_text.choices[0].text and by_ids.usage.prompt_tokens == len(ids)
 
 
+def test_logprobs_are_generates(client):
+    """Chat and completions logprobs, whole and streamed, are those of generate(logprobs=K): the
+    log-probability under the distribution each token was drawn from, and the K most likely."""
+    from npqwen import Tokenizer, generate
+    from cli_inprocess import load_model_once
+    from conftest import CHECKPOINTS
+    folder = f"{CHECKPOINTS}/demo"
+    tok, model = Tokenizer(folder), load_model_once(folder)
+    want = list(generate(model, tok, "Once upon a time", 8, logprobs=3, eos_ids=[4002, 4000]))
+    got = client.completions.create(model="demo", prompt="Once upon a time", max_tokens=8, temperature=0, logprobs=3)
+    lp = got.choices[0].logprobs
+    assert lp.tokens == [tok.decode([t.id]) for t in want]
+    assert lp.token_logprobs == pytest.approx([t.logprob for t in want], abs=1e-5)
+    assert [list(d.values()) for d in lp.top_logprobs] == [pytest.approx([v for _, v in t.top_logprobs], abs=1e-5)
+                                                           for t in want]
+    assert lp.text_offset[0] == 0 and lp.text_offset == sorted(lp.text_offset)
+    chat_want = list(generate(model, tok, tok.encode_chat([{"role": "user", "content": "hi"}]), 6, logprobs=2,
+                              eos_ids=[4002, 4000]))
+    for stream in (False, True):
+        kw = dict(model="demo", messages=[{"role": "user", "content": "hi"}], max_tokens=6, temperature=0,
+                  logprobs=True, top_logprobs=2, stream=stream)
+        if stream:
+            content = [c for ch in client.chat.completions.create(**kw) if ch.choices and ch.choices[0].logprobs
+                       for c in ch.choices[0].logprobs.content]
+        else:
+            content = client.chat.completions.create(**kw).choices[0].logprobs.content
+        assert [c.logprob for c in content] == pytest.approx([t.logprob for t in chat_want], abs=1e-5)
+        assert [[a.logprob for a in c.top_logprobs] for c in content] == [
+            pytest.approx([v for _, v in t.top_logprobs], abs=1e-5) for t in chat_want]
+        assert b"".join(bytes(c.bytes) for c in content).decode("utf-8", "replace") == \
+            tok.decode([t.id for t in chat_want])
+
+
 # ---------------------------------------------------------------------------------------------
 # errors: 400 with OpenAI's error object naming the field; never a 500, never a dead server
 
@@ -202,9 +235,9 @@ def test_bad_requests_get_400_naming_the_field(client):
     assert "more than one choice" in bad(client, "n", n=2)
     assert "response_format" in bad(client, "response_format",
                                     response_format={"type": "json_schema", "json_schema": {"name": "x"}})
-    assert "not yet supported" in bad(client, "logprobs", logprobs=True)
-    assert "not yet supported" in bad(client, "top_logprobs", top_logprobs=3)
-    assert "not yet supported" in bad(client, "logprobs", chat=False, logprobs=2)
+    assert "needs 'logprobs': true" in bad(client, "top_logprobs", top_logprobs=3)
+    assert bad(client, "top_logprobs", logprobs=True, top_logprobs=21)
+    assert bad(client, "logprobs", chat=False, logprobs=6)
     assert "unknown field 'foo'" in bad(client, "foo", extra_body={"foo": 1})
     assert "unknown field 'chat_template_kwargs'" in bad(client, "chat_template_kwargs",
                                                          extra_body={"chat_template_kwargs": {}})
