@@ -28,9 +28,12 @@ def fresh(case):
 
 def test_the_hybrid_generation_is_covered():
     cfgs = {c: fresh(c).config for c in cases()}
-    assert {golden_meta(c)["model_type"] for c in cfgs} >= {"qwen3_5", "qwen3_next"}
+    assert {golden_meta(c)["model_type"] for c in cfgs} >= {"qwen3_5", "qwen3_5_text"}
     assert any(c.model_type == "qwen3_5" and c.weight_prefix == "model.language_model." for c in cfgs.values())
-    assert any(c.num_experts for c in cfgs.values()) and any(not c.num_experts for c in cfgs.values())
+    from npqwen.family import hybrid_layer_types
+    n_of = {c: len(c.layer_types) for c in cfgs.values()}
+    assert any(all(c.layer_types != hybrid_layer_types(n_of[c], k) for k in range(1, n_of[c] + 1))
+               for c in cfgs.values())                                     # a pattern no interval gives
     for c in cfgs.values():
         assert c.layer_types.count("linear_attention") >= 3 and "full_attention" in c.layer_types
         assert c.linear_num_value_heads > c.linear_num_key_heads > 1      # so repeat and tile differ
