@@ -167,9 +167,9 @@ CASES = {
                                                                   rope_parameters=MROPE), tie_word_embeddings=False),
                              torch.bfloat16, None, [[140], [12, 133, 50]], False,
                              dict(float32=True, released=True, fused_experts=True)),
-    # Qwen3.5-MoE text model as transformers' save_pretrained writes it: one tensor set per expert, all bf16, top-3.
-    "qwen3_5_moe_text": ("qwen3_5_moe_text", dict(**{**HYBRID_MOE, "num_experts_per_tok": 3}),
-                         torch.bfloat16, None, [[135], [40, 131, 7]], False, dict()),
+    # Qwen3.5-MoE text model as transformers' save_pretrained writes it: one tensor set per expert, all bf16.
+    "qwen3_5_moe_text": ("qwen3_5_moe_text", dict(**HYBRID_MOE), torch.bfloat16, None, [[130], [9, 60, 33]], False,
+                         dict()),
     # Qwen3-Next: fused in_proj_qkvz / in_proj_ba grouped per key head, layer 2 dense (mlp_only_layers), the others
     # sparse with a shared expert, norm_topk_prob; 4.x config.json as released (partial_rotary_factor and
     # full_attention_interval at the top level), sharded; A_log and the DeltaNet norm float32.

@@ -48,7 +48,7 @@ def test_the_family_is_covered():
     moe = [c for c in cfgs.values() if c.num_experts]
     assert any(c.shared_expert_intermediate_size and not c.norm_topk_prob and c.mlp_only_layers for c in moe)
     assert any(c.model_type == "qwen3_moe" and c.norm_topk_prob and c.decoder_sparse_step == 2 for c in moe)
-    assert all("dense" in c.mlp_types and "sparse" in c.mlp_types for c in moe)
+    assert all("dense" in c.mlp_types and "sparse" in c.mlp_types for c in moe if c.model_type in ("qwen2_moe", "qwen3_moe"))
     forms = {golden_meta(c)["config_form"] for c in golden_cases() if cfgs[c].model_type != "qwen2"}
     assert forms == {"4.x", "5.x"}
 

@@ -28,7 +28,9 @@ def fresh(case):
 
 def test_the_hybrid_generation_is_covered():
     cfgs = {c: fresh(c).config for c in cases()}
-    assert {golden_meta(c)["model_type"] for c in cfgs} >= {"qwen3_5", "qwen3_5_text"}
+    assert {golden_meta(c)["model_type"] for c in cfgs} >= {"qwen3_5", "qwen3_5_text", "qwen3_5_moe", "qwen3_5_moe_text",
+                                                            "qwen3_next"}
+    assert any(c.num_experts for c in cfgs.values()) and any(not c.num_experts for c in cfgs.values())
     assert any(c.model_type == "qwen3_5" and c.weight_prefix == "model.language_model." for c in cfgs.values())
     from npqwen.family import hybrid_layer_types
     assert any(all(c.layer_types != hybrid_layer_types(len(c.layer_types), k) for k in range(1, len(c.layer_types) + 1))
