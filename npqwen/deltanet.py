@@ -110,12 +110,18 @@ def causal_conv(x, weight, history):  # [b, t, c], [kernel, c], [b, kernel - 1, 
     """Depthwise causal convolution: channel c at position t mixes its own last `kernel` inputs,
     out[t] = sum_j weight[j] * x[t - kernel + 1 + j]; `history` holds the inputs before x (zeros
     at the start of a sequence, the cached ones when decoding)."""
-    kernel = weight.shape[0]
+    kernel, t = weight.shape[0], x.shape[1]
     full = np.concatenate([history, x], axis=1)                           # [b, kernel - 1 + t, c]
-    t = x.shape[1]
-    out = full[:, 0:t] * weight[0]
-    for j in range(1, kernel):
-        out += full[:, j:j + t] * weight[j]
+    out = np.empty_like(x)
+
+    def positions(p):  # a slice of positions: blocks of them small enough to stay in the cache
+        for r in range(p.start, p.stop, 32):
+            rows = slice(r, min(r + 32, p.stop))
+            o = np.multiply(full[:, rows], weight[0], out=out[:, rows])
+            for j in range(1, kernel):
+                o += full[:, rows.start + j:rows.stop + j] * weight[j]
+
+    parallel(positions, split(t))
     return out, full[:, t:].copy()
 
 

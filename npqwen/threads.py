@@ -50,7 +50,7 @@ def parallel(fn, parts):
 
 
 def split(n, parts=None):
-    """range(n) cut into `parts` (default WORKERS) contiguous slices of near-equal size, none empty."""
-    parts = min(n, parts or WORKERS)
+    """range(n) cut into `parts` (default WORKERS) contiguous slices of near-equal size (none empty if n > 0)."""
+    parts = max(1, min(n, parts or WORKERS))
     bounds = [n * i // parts for i in range(parts + 1)]
     return [slice(a, b) for a, b in zip(bounds, bounds[1:])]
