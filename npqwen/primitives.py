@@ -9,6 +9,8 @@ import math
 
 import numpy as np
 
+from .threads import parallel, split
+
 NEG = np.finfo(np.float32).min  # what transformers adds for "masked" (not -inf, so no NaN on all-masked rows)
 
 
@@ -36,11 +38,19 @@ def rms_norm(x, weight, eps):  # [..., d], [d] -> [..., d]
 
 
 def silu(x, out=None):  # [...] -> [...]
-    """SiLU (swish): x * sigmoid(x), computed as x / (1 + exp(-x)). out=x overwrites x in place."""
-    e = np.negative(x)
-    np.exp(e, out=e)
-    e += np.float32(1)
-    return np.divide(x, e, out=out)
+    """SiLU (swish): x * sigmoid(x), computed as x / (1 + exp(-x)). out=x overwrites x in place.
+    A large array is cut along its second-to-last axis into one part per core (threads.py)."""
+    out = np.empty(x.shape, np.float32) if out is None else out
+
+    def part(i):
+        e = np.negative(x[i])
+        np.exp(e, out=e)
+        e += np.float32(1)
+        np.divide(x[i], e, out=out[i])
+
+    large = x.ndim >= 2 and x.size >= 1 << 16
+    parallel(part, [(..., r, slice(None)) for r in split(x.shape[-2])] if large else [...])
+    return out
 
 
 def sigmoid(x):  # [...] -> [...]
