@@ -216,7 +216,8 @@ def delta_rule_chunked(q, k, v, g, beta, S, chunk=CHUNK):  # same as delta_rule,
 def unit_lower_inverse(L):  # [..., C, C] strictly lower-triangular -> (I + L)^-1
     """Forward substitution, one row at a time (as transformers does): row i of T = (I + L)^-1 is
     T[i, :i] = -L[i, :i] - sum_{i > j > m} L[i, j] T[j, m], which needs only the rows above it.
-    A general solver (np.linalg.solve) does the same job 30 times slower on these small matrices."""
+    A general solver (np.linalg.solve) takes 7 times longer on these small systems (measured: 195 ms
+    against 27 ms for this inverse and the products with it, 256 systems of 64 x 64)."""
     T = -L                                                              # below the diagonal: T - I
     for i in range(1, L.shape[-1]):
         T[..., i, :i] += np.einsum("...j,...jm->...m", T[..., i, :i], T[..., :i, :i])

@@ -103,3 +103,14 @@ def test_fused_layout_is_grouped_per_key_head():
     assert flat == want
     ba = [x for h in range(Hk) for x in [("b", h * r + j) for j in range(r)] + [("a", h * r + j) for j in range(r)]]
     assert [ba[i] for i in fused_ba_order(Hk, Hv)] == [("b", h) for h in range(Hv)] + [("a", h) for h in range(Hv)]
+
+
+@given(seed=st.integers(0, 2**32 - 1), C=st.integers(1, 70))
+@settings(max_examples=30, deadline=None)
+def test_unit_lower_inverse_inverts(seed, C):
+    from npqwen.deltanet import unit_lower_inverse
+    rng = np.random.default_rng(seed)
+    L = np.tril(rng.uniform(-0.3, 0.3, (3, C, C)), -1).astype(np.float32)
+    T = unit_lower_inverse(L)
+    np.testing.assert_allclose(T @ (L + np.eye(C, dtype=np.float32)), np.broadcast_to(np.eye(C), T.shape), atol=2e-5)
+    assert (np.triu(T, 1) == 0).all() and (np.diagonal(T, axis1=-2, axis2=-1) == 1).all()
