@@ -18,11 +18,11 @@ from .weights import norm_weight
 
 @dataclass
 class Attention:
-    """One layer's attention weights, float32, projections [in, out]. q, k and v are stacked side
-    by side so that one matmul computes all three. A missing bias or norm is None."""
-    w_qkv: np.ndarray                                   # [d, (H + 2K) * hd]
+    """One layer's attention weights, projections [out, in] as stored (float32, or bf16 kept as
+    stored). q, k and v are stacked so that one product computes all three. A missing bias or norm is None."""
+    w_qkv: np.ndarray                                   # [(H + 2K) * hd, d]
     b_qkv: np.ndarray | None                            # [(H + 2K) * hd]   Qwen2; Qwen3 iff attention_bias
-    wo: np.ndarray                                      # [H * hd, d]
+    wo: np.ndarray                                      # [d, H * hd]
     bo: np.ndarray | None                               # [d]               Qwen3 iff attention_bias
     q_norm: np.ndarray | None                           # [hd]              Qwen3
     k_norm: np.ndarray | None                           # [hd]              Qwen3

@@ -53,9 +53,9 @@ def _parser():
     p.add_argument("--top-p", type=float, help="nucleus sampling, in (0, 1]")
     p.add_argument("--min-p", type=float, help="drop tokens below min-p x the top probability, in [0, 1]")
     p.add_argument("--repetition-penalty", type=float, help="> 0; 1 = off")
-    p.add_argument("--weights", choices=("auto", "float32", "stream"), default="auto",
-                   help="float32: upcast all weights once (fastest); stream: keep bf16 memory-mapped and upcast "
-                        "one layer at a time (least memory); auto: float32 if it fits in memory")
+    p.add_argument("--weights", choices=("auto", "float32", "bf16", "stream"), default="auto",
+                   help="float32: upcast all weights once; bf16: keep them as stored, memory-mapped, at half "
+                        "the memory (the same output bit for bit); stream: the same as bf16; auto: see the README")
     p.add_argument("--seed", type=int, default=None, help="an integer >= 0, any size: same seed, same output")
     p.add_argument("--chat", action="store_true", help="wrap the prompt in the checkpoint's chat template; "
                    "without a prompt, an interactive multi-turn chat")
@@ -264,7 +264,7 @@ def generate_main(argv=None) -> int:
             f"min-p {settings.min_p}")
         print(f"[{args.model}: {cfg.num_hidden_layers} layers, hidden {cfg.hidden_size}, "
               f"{cfg.num_attention_heads}/{cfg.num_key_value_heads} q/kv heads, vocab {cfg.vocab_size}; "
-              f"weights {model.weights_mode}; loaded in {time.perf_counter() - t0:.2f}s; {mode}, repetition penalty "
+              f"weights {model.weights_mode} ({model.weights_reason}); loaded in {time.perf_counter() - t0:.2f}s; {mode}, repetition penalty "
               f"{settings.repetition_penalty}]", file=sys.stderr)
 
         if prompt is not None:

@@ -231,7 +231,7 @@ def _parser():
     add_revision_option(p)
     p.add_argument("--reference", required=True, metavar="DUMP", help="the other engine's safetensors dump")
     p.add_argument("--tol", type=float, default=1e-4, help="largest relative error that passes (default 1e-4)")
-    p.add_argument("--weights", choices=("auto", "float32", "stream"), default="auto")
+    p.add_argument("--weights", choices=("auto", "float32", "bf16", "stream"), default="auto")
     return p
 
 

@@ -27,6 +27,7 @@ import numpy as np
 
 from .primitives import linear, rms_norm, sigmoid, silu
 from .threads import parallel, split
+from .weights import to_float32
 
 CHUNK = 64  # tokens per chunk of the chunked prefill, as transformers' torch fallback uses
 # A forward over at least this many tokens uses the chunked form, shorter ones (decode) the token
@@ -37,14 +38,14 @@ CHUNKED_FROM = 32
 
 @dataclass
 class GatedDeltaNet:
-    """One layer's weights, float32, projections [in, out]."""
-    w_qkvz: np.ndarray      # [d, 2 Hk dk + 2 Hv dv]: q | k | v | z, each head after head
-    w_ba: np.ndarray        # [d, 2 Hv]: b | a
+    """One layer's weights, projections [out, in] as stored (float32, or bf16 kept as stored)."""
+    w_qkvz: np.ndarray      # [2 Hk dk + 2 Hv dv, d]: q | k | v | z, each head after head
+    w_ba: np.ndarray        # [2 Hv, d]: b | a
     conv: np.ndarray        # [kernel, 2 Hk dk + Hv dv]: depthwise, one filter per channel of q | k | v
     A_log: np.ndarray       # [Hv]
     dt_bias: np.ndarray     # [Hv]
     norm: np.ndarray        # [dv]
-    w_out: np.ndarray       # [Hv dv, d]
+    w_out: np.ndarray       # [d, Hv dv]
 
     def __call__(self, x, cfg, ctx, cache, layer):
         return gated_deltanet(x, self, cfg, ctx, cache, layer)
@@ -237,14 +238,14 @@ def load_gated_deltanet(up, cfg, p) -> GatedDeltaNet:
         # here, once, into the flat q | k | v | z and b | a that Qwen3.5 stores and the forward reads.
         qkvz = up.tensors[p + "in_proj_qkvz.weight"]
         ba = up.tensors[p + "in_proj_ba.weight"]
-        w_qkvz = up.arrays([qkvz[fused_qkvz_order(Hk, Hv, dk, dv)]], p + "in_proj_qkvz.weight")
-        w_ba = up.arrays([ba[fused_ba_order(Hk, Hv)]], p + "in_proj_ba.weight")
+        w_qkvz = up.arrays([qkvz[rows] for rows in runs(fused_qkvz_order(Hk, Hv, dk, dv))])
+        w_ba = up.arrays([ba[rows] for rows in runs(fused_ba_order(Hk, Hv))])
     else:
         w_qkvz = up(p + "in_proj_qkv.weight", p + "in_proj_z.weight")
         w_ba = up(p + "in_proj_b.weight", p + "in_proj_a.weight")
     conv = up.tensors[p + "conv1d.weight"]                              # [channels, 1, kernel]
     return GatedDeltaNet(w_qkvz=w_qkvz, w_ba=w_ba,
-                         conv=up.arrays([conv.reshape(conv.shape[0], conv.shape[2])], p + "conv1d.weight"),
+                         conv=np.ascontiguousarray(to_float32(conv.reshape(conv.shape[0], conv.shape[2])).T),
                          A_log=up(p + "A_log"), dt_bias=up(p + "dt_bias"), norm=up(p + "norm.weight"),
                          w_out=up(p + "out_proj.weight"))
 
@@ -257,6 +258,11 @@ def fused_qkvz_order(Hk, Hv, dk, dv):
     q, k = rows[:, :dk], rows[:, dk:2 * dk]
     v, z = rows[:, 2 * dk:2 * dk + r * dv], rows[:, 2 * dk + r * dv:]
     return np.concatenate([q.ravel(), k.ravel(), v.ravel(), z.ravel()])
+
+
+def runs(order):  # row indices -> the slices of consecutive rows they are made of
+    breaks = np.flatnonzero(np.diff(order) != 1) + 1
+    return [slice(int(r[0]), int(r[-1]) + 1) for r in np.split(order, breaks)]
 
 
 def fused_ba_order(Hk, Hv):

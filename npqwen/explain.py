@@ -19,7 +19,7 @@ from .errors import NpqwenError
 from .hub import add_revision_option, resolve_model
 from .model import load_model
 from .tokenizer import token_bytes
-from .primitives import (NEG, apply_rope, causal_mask, repeat_kv, rms_norm, rope_cos_sin, rope_inv_freq, silu,
+from .primitives import (NEG, apply_rope, causal_mask, linear, repeat_kv, rms_norm, rope_cos_sin, rope_inv_freq, silu,
                          softmax)
 from .tokenizer import Tokenizer
 from .deltanet import fused_ba_order, fused_qkvz_order, l2_normalise, softplus
@@ -168,7 +168,7 @@ def router_of(model, hidden, i):  # [t, d] (the input of sparse layer i) -> rout
     layer, cfg = model.layers[i], model.config
     x1 = hidden + layer.mixer(rms_norm(hidden[None], layer.input_norm, cfg.rms_norm_eps), cfg,
                               _context(cfg, len(hidden)), None, i)[0]
-    return softmax(rms_norm(x1, layer.post_norm, cfg.rms_norm_eps) @ layer.mlp.router)
+    return softmax(linear(rms_norm(x1, layer.post_norm, cfg.rms_norm_eps), layer.mlp.router))
 
 
 def _context(cfg, t):

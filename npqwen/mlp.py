@@ -6,10 +6,10 @@ Dense (Qwen2, Qwen3, and the dense layers of the MoE models):
 Sparse mixture of experts (Qwen2-MoE, Qwen3-MoE): many small SwiGLU MLPs ("experts"), of which
 each token uses only k. A router scores every expert for the token; the k most probable run, and
 their outputs are summed, weighted by those probabilities:
-    p = softmax(x @ router)                      over ALL experts, in float32
+    p = softmax(router(x))                       over ALL experts, in float32
     chosen = the k largest p                     (renormalised to sum to 1 iff norm_topk_prob)
     y = sum over chosen e of p_e * expert_e(x)
-  + Qwen2-MoE: a shared expert every token uses, scaled by sigmoid(x @ shared_expert_gate).
+  + Qwen2-MoE: a shared expert every token uses, scaled by sigmoid(shared_expert_gate(x)).
 So a model with E experts has E times the MLP parameters but spends the compute of k per token.
 """
 
@@ -17,13 +17,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .primitives import sigmoid, softmax, swiglu_mlp
+from .primitives import linear, sigmoid, softmax, swiglu_mlp
 
 
 @dataclass
 class DenseMLP:
-    w_gate_up: np.ndarray                               # [d, 2i]: gate and up side by side
-    w_down: np.ndarray                                  # [i, d]
+    w_gate_up: np.ndarray                               # [2i, d]: gate rows, then up rows
+    w_down: np.ndarray                                  # [d, i]
 
     def __call__(self, x):                              # [..., d] -> [..., d]
         return swiglu_mlp(x, self.w_gate_up, self.w_down)
@@ -31,9 +31,9 @@ class DenseMLP:
 
 @dataclass
 class Experts:
-    """Every expert's weights, float32: experts[e] -> (w_gate_up [d, 2i], w_down [i, d])."""
-    w_gate_up: np.ndarray                               # [E, d, 2i]
-    w_down: np.ndarray                                  # [E, i, d]
+    """Every expert's weights, float32: experts[e] -> (w_gate_up [2i, d], w_down [d, i])."""
+    w_gate_up: np.ndarray                               # [E, 2i, d]
+    w_down: np.ndarray                                  # [E, d, i]
 
     def __len__(self):
         return len(self.w_gate_up)
@@ -44,12 +44,12 @@ class Experts:
 
 @dataclass
 class SparseMoE:
-    router: np.ndarray                                  # [d, E]
-    experts: Experts                                    # or weights.StoredExperts (streamed: upcast on use)
+    router: np.ndarray                                  # [E, d]
+    experts: Experts                                    # or StoredExperts (bf16 weights: kept as stored)
     top_k: int
     norm_topk_prob: bool
     shared: DenseMLP | None = None                      # Qwen2-MoE's shared expert
-    shared_gate: np.ndarray | None = None               # [d, 1]
+    shared_gate: np.ndarray | None = None               # [1, d]
 
     def __call__(self, x):                              # [..., d] -> [..., d]
         return sparse_moe(x, self)
@@ -74,7 +74,7 @@ def sparse_moe(x, w: SparseMoE):  # [..., d] -> [..., d]
     one decoded token reads only k experts' weights."""
     shape, d = x.shape, x.shape[-1]
     x = x.reshape(-1, d)                                                       # [n, d]
-    chosen, weights = route(x @ w.router, w.top_k, w.norm_topk_prob)           # [n, k] x2
+    chosen, weights = route(linear(x, w.router), w.top_k, w.norm_topk_prob)    # [n, k] x2
     flat = chosen.ravel()                                                      # assignment j = token j // k
     order = np.argsort(flat, kind="stable")                                    # assignments grouped by expert
     starts = np.searchsorted(flat[order], np.arange(len(w.experts) + 1))       # group e: order[starts[e]:starts[e+1]]
@@ -85,7 +85,7 @@ def sparse_moe(x, w: SparseMoE):  # [..., d] -> [..., d]
         y[group] = swiglu_mlp(x[group // w.top_k], w_gate_up, w_down) * weights.ravel()[group, None]
     out = y.reshape(len(x), w.top_k, d).sum(axis=1)                            # each token: its k experts
     if w.shared is not None:
-        out += sigmoid(x @ w.shared_gate) * w.shared(x)
+        out += sigmoid(linear(x, w.shared_gate)) * w.shared(x)
     return out.reshape(shape)
 
 
@@ -99,9 +99,9 @@ def load_dense_mlp(up, p) -> DenseMLP:
 
 def load_sparse_moe(up, cfg, p) -> SparseMoE:
     experts = StoredExperts(up, p, cfg.num_experts)
-    if not up.stream:  # upcast every expert once, straight into [E, ...] arrays (no second copy)
+    if up.mode == "float32":  # upcast every expert once, straight into [E, ...] arrays (no second copy)
         d, i = cfg.hidden_size, cfg.moe_intermediate_size
-        stacked = Experts(np.empty((len(experts), d, 2 * i), np.float32), np.empty((len(experts), i, d), np.float32))
+        stacked = Experts(np.empty((len(experts), 2 * i, d), np.float32), np.empty((len(experts), d, i), np.float32))
         for e in range(len(experts)):
             experts.fetch(e, into=(stacked.w_gate_up[e], stacked.w_down[e]))
         experts = stacked
@@ -113,11 +113,11 @@ def load_sparse_moe(up, cfg, p) -> SparseMoE:
 
 
 class StoredExperts:
-    """The experts as the file stores them, upcast one at a time: for streamed weights, only when
-    a token is routed to one, into buffers every expert shares (so a step reads only the experts
-    it uses). Files store an expert as its own gate_proj, up_proj and down_proj (as transformers
-    saves them), or, as Qwen3.5-MoE's released files do, every expert of a layer in two fused
-    tensors, experts.gate_up_proj [E, 2i, d] (gate rows, then up) and experts.down_proj [E, d, i]."""
+    """The experts as the file stores them, fetched one at a time: with bf16 weights, only when a
+    token is routed to one (so a step reads only the experts it uses). Files store an expert as its
+    own gate_proj, up_proj and down_proj (as transformers saves them), or, as Qwen3.5-MoE's
+    released files do, every expert of a layer in two fused tensors, experts.gate_up_proj
+    [E, 2i, d] (gate rows, then up) and experts.down_proj [E, d, i]."""
 
     def __init__(self, up, p, n):
         self.up, self.p, self.n = up, p, n
@@ -129,11 +129,10 @@ class StoredExperts:
     def __getitem__(self, e):
         return self.fetch(e)
 
-    def fetch(self, e, into=(None, None)):  # -> (w_gate_up [d, 2i], w_down [i, d]), float32
+    def fetch(self, e, into=(None, None)):  # -> (w_gate_up [2i, d], w_down [d, i])
         if self.fused:
             gate_up, down = self.up.tensors[self.p + "experts.gate_up_proj"], self.up.tensors[self.p + "experts.down_proj"]
-            return (self.up.arrays([gate_up[e]], self.p + "experts.gate_up_proj", into[0]),
-                    self.up.arrays([down[e]], self.p + "experts.down_proj", into[1]))
+            return self.up.arrays([gate_up[e]], into[0]), self.up.arrays([down[e]], into[1])
         n = f"{self.p}experts.{e}."
         return (self.up(n + "gate_proj.weight", n + "up_proj.weight", into=into[0]),
                 self.up(n + "down_proj.weight", into=into[1]))

@@ -19,7 +19,7 @@ from .config import ModelConfig
 from .errors import NpqwenError
 from .mlp import DenseMLP, SparseMoE, load_dense_mlp, load_sparse_moe
 from .progress import Progress
-from .primitives import rms_norm, rope_cos_sin, rope_inv_freq
+from .primitives import linear, rms_norm, rope_cos_sin, rope_inv_freq
 from .deltanet import GatedDeltaNet, load_gated_deltanet
 from .weights import Upcast, check_tensors, norm_weight, open_checkpoint, to_float32
 
@@ -68,11 +68,11 @@ def position_ids_from_mask(attention_mask):  # [b, t] 0/1 -> [b, t]
 class Model:
     def __init__(self, config: ModelConfig, embed, layers, norm, lm_head):
         self.config = config
-        self.embed = embed        # [vocab, d] float32, or the stored (bf16) memory map when streaming
-        self.layers = layers      # list of Layer, or StreamedLayers
+        self.embed = embed        # [vocab, d] float32, or the stored (bf16) memory map
+        self.layers = layers      # list of Layer
         self.norm = norm          # [d]
-        self.lm_head = lm_head    # [vocab, d]; the same array as embed when tied
-        self.weights_mode = "float32"
+        self.lm_head = lm_head    # [vocab, d] float32 (the same array as embed when tied), or a StoredMatrix
+        self.weights_mode, self.weights_reason = "float32", ""
 
     def forward(self, input_ids, attention_mask=None, output_hidden_states=False, cache=None,
                 logits_to_keep=0, lm_head=True) -> ModelOutput:
@@ -126,19 +126,8 @@ class Model:
         _check_finite(logits, "the final norm and LM head")
         return ModelOutput(logits=logits, hidden_states=tuple(hidden) if output_hidden_states else None)
 
-    def lm_head_logits(self, x, rows=16384):  # [b, t, d] -> [b, t, vocab]
-        if self.lm_head.dtype == np.float32:  # (one matmul for all rows, as primitives.linear)
-            return (x.reshape(-1, x.shape[-1]) @ self.lm_head.T).reshape(*x.shape[:-1], -1)
-        # Streamed weights: upcast the LM head a block of vocabulary rows at a time, into one
-        # reused buffer (a fresh array per block would cost a page fault per 4 KB).
-        V = self.lm_head.shape[0]
-        buf = np.empty((min(rows, V), self.lm_head.shape[1]), np.float32)
-        logits = np.empty(x.shape[:-1] + (V,), np.float32)
-        for r in range(0, V, rows):
-            n = min(rows, V - r)
-            np.copyto(buf[:n], self.lm_head[r:r + n], casting="unsafe")
-            logits[..., r:r + n] = x @ buf[:n].T
-        return logits
+    def lm_head_logits(self, x):  # [b, t, d] -> [b, t, vocab]
+        return linear(x, self.lm_head)
 
     def _check_inputs(self, input_ids, attention_mask):
         ids = np.asarray(input_ids)
@@ -167,17 +156,18 @@ class Model:
         return ids, mask.astype(np.int64)
 
 
-WEIGHT_MODES = ("auto", "float32", "stream")
+WEIGHT_MODES = ("auto", "float32", "bf16", "stream")
 
 
 def load_model(path: str, weights: str = "auto") -> Model:
     """Read a Hugging Face checkpoint folder (config.json + safetensors).
 
-    weights="float32": upcast every tensor once and keep it (fastest; 4 bytes per parameter).
-    weights="stream": keep the stored (bf16) tensors memory-mapped and upcast one layer at a time
-    into reused float32 buffers, so only a layer's worth of float32 is ever resident (of a sparse
-    MoE layer, only the experts a step uses).
-    weights="auto": float32 when it fits in 3/4 of the available memory, else stream."""
+    weights="float32": upcast every tensor once and keep it (4 bytes per parameter in memory).
+    weights="bf16": keep the stored (bf16) matrices memory-mapped, as stored; each product upcasts a
+    cache-sized block of rows at a time (stored.py). Half the memory, the same logits bit for bit,
+    and a checkpoint larger than memory still runs, its pages read from disk as needed.
+    weights="stream": the same as bf16 (its name before bf16 had its own fast path).
+    weights="auto": see choose_weights; model.weights_reason says why."""
     path = os.fspath(path)
     if weights not in WEIGHT_MODES:
         raise NpqwenError(f"weights must be one of {', '.join(WEIGHT_MODES)}, found {weights!r}")
@@ -186,27 +176,33 @@ def load_model(path: str, weights: str = "auto") -> Model:
     cfg = ModelConfig.from_file(path)
     tensors = open_checkpoint(path)
     check_tensors(tensors, cfg, path)
+    reason = f"asked for {weights}"
     if weights == "auto":
-        weights = "float32" if float32_bytes(cfg) <= 0.75 * available_memory() else "stream"
+        weights, reason = choose_weights(cfg)
+    weights = "bf16" if weights == "stream" else weights
 
-    up = Upcast(tensors, stream=weights == "stream")
-    embed = tensors[cfg.weight_prefix + "embed_tokens.weight"]
-    lm_head = embed if cfg.tie_word_embeddings else tensors["lm_head.weight"]
-    norm = norm_weight(Upcast(tensors), cfg, cfg.weight_prefix + "norm.weight")
-    if weights == "stream":
-        model = Model(cfg, embed, StreamedLayers(up, cfg), norm, lm_head)
-    else:
-        progress = Progress("loading: layer", cfg.num_hidden_layers)
-        layers = []
-        for i in range(cfg.num_hidden_layers):
-            progress.update(i)
-            layers.append(load_layer(up, cfg, i))
-        progress.close()
-        embed = to_float32(embed)
-        lm_head = embed if cfg.tie_word_embeddings else to_float32(lm_head)
-        model = Model(cfg, embed, layers, norm, lm_head)
-    model.weights_mode = weights
+    up = Upcast(tensors, weights)
+    progress = Progress("loading: layer", cfg.num_hidden_layers, enabled=weights == "float32")
+    layers = []
+    for i in range(cfg.num_hidden_layers):
+        progress.update(i)
+        layers.append(load_layer(up, cfg, i))
+    progress.close()
+    embed = tensors[cfg.weight_prefix + "embed_tokens.weight"]   # [vocab, d]: rows are looked up, as stored
+    lm_head = up.arrays([embed if cfg.tie_word_embeddings else tensors["lm_head.weight"]])
+    if weights == "float32":
+        embed = lm_head if cfg.tie_word_embeddings else up.arrays([embed])
+    model = Model(cfg, embed, layers, norm_weight(Upcast(tensors), cfg, cfg.weight_prefix + "norm.weight"), lm_head)
+    model.weights_mode, model.weights_reason = weights, reason
     return model
+
+
+def choose_weights(cfg) -> tuple[str, str]:
+    """auto: float32 when its copy fits in 3/4 of the available memory, else bf16."""
+    need, have = float32_bytes(cfg), available_memory()
+    if need <= 0.75 * have:
+        return "float32", f"auto: float32 needs {need / 1e9:.1f} GB, {have / 1e9:.1f} GB available"
+    return "bf16", f"auto: float32 would need {need / 1e9:.1f} GB of {have / 1e9:.1f} GB available"
 
 
 def load_layer(up: Upcast, cfg: ModelConfig, i: int) -> Layer:
@@ -219,23 +215,6 @@ def load_layer(up: Upcast, cfg: ModelConfig, i: int) -> Layer:
     return Layer(input_norm=norm_weight(up, cfg, p + "input_layernorm.weight"), mixer=mixer,
                  post_norm=norm_weight(up, cfg, p + "post_attention_layernorm.weight"),
                  mlp=load_sparse_moe(up, cfg, p + "mlp.") if cfg.is_sparse(i) else load_dense_mlp(up, p + "mlp."))
-
-
-class StreamedLayers:
-    """The decoder layers of a memory-mapped checkpoint, upcast one at a time on use into float32
-    buffers that every layer reuses (see weights.Upcast)."""
-
-    def __init__(self, up, cfg):
-        self.up, self.cfg = up, cfg
-
-    def __len__(self):
-        return self.cfg.num_hidden_layers
-
-    def __getitem__(self, i):
-        return load_layer(self.up, self.cfg, i)
-
-    def __iter__(self):
-        return (self[i] for i in range(len(self)))
 
 
 def float32_bytes(cfg) -> int:

@@ -18,10 +18,13 @@ NEG = np.finfo(np.float32).min  # what transformers adds for "masked" (not -inf,
 # linear layers, normalisation and activations
 
 
-def linear(x, w, b=None):  # [..., in], [in, out], [out] or None -> [..., out]
-    """x @ w (+ b). Weights are [in, out]: checkpoints store [out, in], npqwen transposes once at load.
-    All positions of all rows in one matmul: stacked [b, 1, d] @ w would be b products, each reading w."""
-    y = (x.reshape(-1, x.shape[-1]) @ w).reshape(*x.shape[:-1], w.shape[-1])
+def linear(x, w, b=None):  # [..., in], [out, in], [out] or None -> [..., out]
+    """x @ w.T (+ b), the weight as checkpoints store it, [out, in]: a float32 array, or a
+    stored.StoredMatrix (bf16 kept as stored, upcast a cache-sized block at a time).
+    All positions of all rows in one product: stacked [b, 1, d] @ w.T would be b products, each reading w."""
+    x2 = x.reshape(-1, x.shape[-1])
+    y = x2 @ w.T if isinstance(w, np.ndarray) else w.matmul_t(x2)
+    y = y.reshape(*x.shape[:-1], w.shape[0])
     if b is not None:
         y += b
     return y
@@ -57,16 +60,15 @@ def sigmoid(x):  # [...] -> [...]
     return np.float32(1) / (np.float32(1) + np.exp(-x))
 
 
-def swiglu_mlp(x, w_gate_up, w_down):  # [..., d], [d, 2i], [i, d] -> [..., d]
-    """Qwen2's MLP: down(silu(gate(x)) * up(x)). The gate and up projections are stacked side by
-    side into one [d, 2i] matrix so that a single matmul computes both; weights are [in, out]
-    (checkpoints store the transpose, [out, in]; npqwen transposes once at load)."""
-    i = w_down.shape[0]
-    h = x.reshape(-1, x.shape[-1]) @ w_gate_up   # [n, 2i]: every position of every row in one matmul
-    gate, up = h[..., :i], h[..., i:]        # views: no copies
+def swiglu_mlp(x, w_gate_up, w_down):  # [..., d], [2i, d], [d, i] -> [..., d]
+    """Qwen2's MLP: down(silu(gate(x)) * up(x)). The gate and up projections are stacked, gate rows
+    then up rows, into one [2i, d] matrix so that a single product computes both."""
+    i = w_down.shape[1]
+    h = linear(x.reshape(-1, x.shape[-1]), w_gate_up)  # [n, 2i]: every position of every row in one product
+    gate, up = h[..., :i], h[..., i:]                   # views: no copies
     gate = silu(gate, out=gate)
     gate *= up
-    return (gate @ w_down).reshape(x.shape)
+    return linear(gate, w_down).reshape(x.shape)
 
 
 def softmax(x, axis=-1, out=None):  # [...] -> [...] float32, rows summing to one

@@ -12,7 +12,7 @@ cores this process may use), so one setting governs both.
 
 import os
 import threading
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, wait
 
 import numpy as np  # noqa: F401  (loaded first, so that the controller below finds its BLAS)
 from threadpoolctl import ThreadpoolController
@@ -26,7 +26,7 @@ def _blas_threads():
 
 
 WORKERS = max(1, _blas_threads())
-_pool = ThreadPoolExecutor(WORKERS, thread_name_prefix="npqwen") if WORKERS > 1 else None
+_pool = ThreadPoolExecutor(WORKERS - 1, thread_name_prefix="npqwen") if WORKERS > 1 else None
 _one_region = threading.Lock()        # one parallel region at a time (the BLAS limit is process-wide)
 _inside = threading.local()
 
@@ -46,7 +46,12 @@ def parallel(fn, parts):
             _inside.flag = False
 
     with _one_region, _blas.limit(limits=1, user_api="blas"):
-        return list(_pool.map(run, parts))
+        rest = [_pool.submit(run, p) for p in parts[1:]]
+        try:
+            first = run(parts[0])  # the calling thread does a share too, rather than wait idle
+        finally:
+            wait(rest)  # (even if that share failed: no part may outlive the BLAS limit)
+        return [first] + [f.result() for f in rest]
 
 
 def split(n, parts=None):

@@ -13,12 +13,13 @@ is read into memory until a tensor is used, and no pickle is ever involved.
 
 import json
 import os
-import re
 
 import ml_dtypes
 import numpy as np
 
 from .errors import CheckpointError
+from . import stored
+from .threads import parallel, split
 
 MAX_HEADER_BYTES = 100_000_000  # the safetensors library's own limit
 
@@ -316,44 +317,31 @@ def _stored_name(dtype) -> str:
 
 
 class Upcast:
-    """Stored (bf16/f16/f32) tensors -> float32 arrays for the forward pass. `up(name, ...)` returns
-    one tensor, or several stacked side by side along their output axis; matrices come transposed
-    from the file's [out, in] to [in, out], so that every matmul is a plain `x @ W`.
+    """Stored (bf16/f16/f32) tensors -> what the forward pass multiplies by. `up(name, ...)` gives
+    one tensor, or several stacked along their first axis (q | k | v: the output axis), in the
+    file's layout: a matrix is [out, in], and the forward computes x @ W.T.
 
-    stream=False: each call returns a new array (the weights are upcast once, at load).
-    stream=True: each call upcasts into a float32 buffer reused by every layer (and every expert)
-    with the same tensor names and shape, so only one layer's worth of float32 is ever resident.
-    A buffer is overwritten by the next call for the same names: use it before then."""
+    mode "float32": everything is upcast once, at load, into float32 arrays.
+    mode "bf16": matrices stay as stored, memory-mapped (stored.StoredMatrix: nothing is copied,
+    each product upcasts a block at a time); vectors (norms, biases) and small tensors are upcast."""
 
-    def __init__(self, tensors: dict, stream: bool = False):
-        self.tensors, self.stream = tensors, stream
-        self.buffers = {}
+    def __init__(self, tensors: dict, mode: str = "float32"):
+        self.tensors, self.mode = tensors, mode
 
-    def __call__(self, *names, into=None) -> np.ndarray:
-        """into: an array of the result's shape to write into (the experts' stacked arrays at load)."""
-        return self.arrays([self.tensors[n] for n in names], "|".join(names), into)
+    def __call__(self, *names, into=None):
+        """into: a float32 array of the result's shape to write into (the experts' stacked arrays at load)."""
+        return self.arrays([self.tensors[n] for n in names], into)
 
-    def arrays(self, parts, key, into=None) -> np.ndarray:
-        """The same for stored arrays (a slice of one, or a reshaped one): `key` names the buffer."""
-        out = sum(t.shape[0] for t in parts)
-        if into is not None:
-            dst = into
-        elif self.stream:  # stored [out, in] underneath like the file, so upcasting is a contiguous copy
-            key = (re.sub(r"\.\d+\.", ".N.", key), parts[0].shape[1:])
-            if key not in self.buffers:
-                self.buffers[key] = np.empty((out,) + parts[0].shape[1:], np.float32).T
-            dst = self.buffers[key]
-        else:
-            dst = np.empty(parts[0].shape[1:] + (out,), np.float32)
+    def arrays(self, parts, into=None):
+        """The same for stored arrays (slices of a tensor, a reshaped one)."""
+        if self.mode == "bf16" and into is None and parts[0].ndim == 2 and sum(p.size for p in parts) >= stored.SMALL:
+            return stored.StoredMatrix(parts)
+        dst = into if into is not None else np.empty((sum(t.shape[0] for t in parts),) + parts[0].shape[1:], np.float32)
         o = 0
-        for t in parts:  # upcast each tensor into its columns of the stacked matrix
+        for t in parts:  # each tensor into its rows of the stacked array, a share of its rows per core
             n = t.shape[0]
-            if t.ndim == 1 or (self.stream and into is None):
-                np.copyto(dst[..., o:o + n], t.T, casting="unsafe")
-            else:  # upcasting and transposing at once is slow: upcast rows, then transpose them in cache
-                for r in range(0, n, 256):
-                    rows = np.asarray(t[r:r + 256], np.float32)        # [<= 256, in]
-                    dst[:, o + r:o + r + len(rows)] = rows.T
+            parallel(lambda s: np.copyto(dst[o:o + n][s], t[s], casting="unsafe"),
+                     split(n) if t.size >= 1 << 20 else [slice(None)])
             o += n
         return dst
 

@@ -253,7 +253,7 @@ def main():
     p.add_argument("--model", help="checkpoint folder (default: a random checkpoint of --shape, cached)")
     p.add_argument("--shape", choices=SHAPES, default="0.5b")
     p.add_argument("--layers", type=int, help="with --shape: only the first N layers (a smaller model)")
-    p.add_argument("--weights", choices=("auto", "float32", "stream"), default="auto")
+    p.add_argument("--weights", choices=("auto", "float32", "bf16", "stream"), default="auto")
     p.add_argument("--lengths", type=int, nargs="+", default=[128, 1024], help="prompt lengths to prefill")
     p.add_argument("--new-tokens", type=int, default=64)
     p.add_argument("--prefills", type=int, default=2, help="prefills of each prompt per process (best counts)")

@@ -26,7 +26,7 @@ def main():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--model", default=os.path.expanduser("~/.cache/npqwen-bench/qwen2-0.5b-random-bf16"),
                    help="checkpoint folder (default: the one scripts/bench.py builds)")
-    p.add_argument("--weights", choices=("auto", "float32", "stream"), default="float32")
+    p.add_argument("--weights", choices=("auto", "float32", "bf16", "stream"), default="float32")
     p.add_argument("--length", type=int, default=1024, help="prompt tokens")
     p.add_argument("--decode", type=int, default=0, help="profile this many decode steps instead of the prefill")
     p.add_argument("--runs", type=int, default=2, help="untimed warm-up runs")

@@ -131,11 +131,11 @@ def test_bad_moe_fields(changes, needle):
 
 
 def moe_weights(rng, d, i, E, k, norm, shared):
-    def mat(*shape):
-        return (rng.standard_normal(shape) / np.sqrt(shape[-2])).astype(np.float32)
-    return SparseMoE(router=mat(d, E) * 4, experts=Experts(mat(E, d, 2 * i), mat(E, i, d)), top_k=k,
-                     norm_topk_prob=norm, shared=DenseMLP(mat(d, 2 * i), mat(i, d)) if shared else None,
-                     shared_gate=mat(d, 1) if shared else None)
+    def mat(*shape):  # [..., out, in], as checkpoints store weights
+        return (rng.standard_normal(shape) / np.sqrt(shape[-1])).astype(np.float32)
+    return SparseMoE(router=mat(E, d) * 4, experts=Experts(mat(E, 2 * i, d), mat(E, d, i)), top_k=k,
+                     norm_topk_prob=norm, shared=DenseMLP(mat(2 * i, d), mat(d, i)) if shared else None,
+                     shared_gate=mat(1, d) if shared else None)
 
 
 def moe_by_token(x, w):
@@ -143,20 +143,20 @@ def moe_by_token(x, w):
     top k, optionally renormalised, their weighted sum (+ the sigmoid-gated shared expert)."""
     out = np.zeros(x.shape, np.float64)
     for n, xt in enumerate(x.astype(np.float64)):
-        logits = xt @ w.router
+        logits = w.router @ xt
         p = np.exp(logits - logits.max())
         p /= p.sum()
         top = np.argsort(-p)[:w.top_k]
         weights = p[top] / (p[top].sum() if w.norm_topk_prob else 1.0)
         for e, we in zip(top, weights):
             gu, dn = (a.astype(np.float64) for a in w.experts[e])
-            h = xt @ gu
-            g, u = h[:gu.shape[1] // 2], h[gu.shape[1] // 2:]
-            out[n] += we * ((g / (1 + np.exp(-g)) * u) @ dn)
+            h = gu @ xt
+            g, u = h[:gu.shape[0] // 2], h[gu.shape[0] // 2:]
+            out[n] += we * (dn @ (g / (1 + np.exp(-g)) * u))
         if w.shared is not None:
-            h = xt @ w.shared.w_gate_up.astype(np.float64)
+            h = w.shared.w_gate_up.astype(np.float64) @ xt
             g, u = np.split(h, 2)
-            out[n] += 1 / (1 + np.exp(-(xt @ w.shared_gate[:, 0]))) * ((g / (1 + np.exp(-g)) * u) @ w.shared.w_down)
+            out[n] += 1 / (1 + np.exp(-(w.shared_gate[0] @ xt))) * (w.shared.w_down @ (g / (1 + np.exp(-g)) * u))
     return out
 
 
@@ -196,7 +196,7 @@ def test_a_token_reads_only_its_k_experts():
     w.experts.used = []
     x = rng.standard_normal((1, 1, 16)).astype(np.float32)
     sparse_moe(x, w)
-    chosen, _ = route(x[0] @ w.router, 2, True)
+    chosen, _ = route(x[0] @ w.router.T, 2, True)
     assert sorted(w.experts.used) == sorted(chosen[0].tolist())
 
 
@@ -205,7 +205,7 @@ def test_shared_expert_is_sigmoid_gated():
     w = moe_weights(rng, 16, 12, 4, 2, False, True)
     x = rng.standard_normal((3, 16)).astype(np.float32)
     without = SparseMoE(w.router, w.experts, 2, False)
-    gate = sigmoid(x @ w.shared_gate)
+    gate = sigmoid(x @ w.shared_gate.T)
     np.testing.assert_allclose(sparse_moe(x, w) - sparse_moe(x, without),
                                gate * swiglu_mlp(x, w.shared.w_gate_up, w.shared.w_down), rtol=1e-4, atol=1e-5)
 

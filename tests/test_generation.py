@@ -113,7 +113,7 @@ def test_nan_stops_generation_naming_the_layer():
     from npqwen.errors import NpqwenError
     from conftest import CHECKPOINTS
     model = load_model(f"{CHECKPOINTS}/gqa3_bf16")
-    model.layers[1].mlp.w_gate_up[3, -5] = np.nan  # in up
+    model.layers[1].mlp.w_gate_up[-5, 3] = np.nan  # in up
     with pytest.raises(NpqwenError, match="decoder layer 1"):
         list(generate(model, None, [1, 2, 3], 5, eos_ids=[]))
     model = load_model(f"{CHECKPOINTS}/gqa3_bf16")
@@ -123,19 +123,29 @@ def test_nan_stops_generation_naming_the_layer():
         list(generate(model, None, [1, 2, 3], 5, eos_ids=[]))
 
 
-@pytest.mark.parametrize("case", ["gqa3_bf16", "mha_f32_tied", "mqa_bf16_sharded"])
-def test_streamed_weights_give_the_same_numbers(case):
-    """Streaming (bf16 kept mapped, one layer upcast at a time) computes what float32 does."""
-    from npqwen import load_model
+@pytest.mark.parametrize("case", ["gqa3_bf16", "mha_f32_tied", "mqa_bf16_sharded", "qwen3_moe_step2",
+                                  "qwen3_5_moe_released", "qwen3_next"])
+def test_bf16_weights_give_the_same_numbers_bit_for_bit(case, monkeypatch):
+    """bf16 weights (kept as stored, each product upcasting a block of rows at a time) compute the
+    float32 mode's numbers exactly: the same products of the same float32 numbers."""
+    from npqwen import load_model, stored
+    from npqwen.stored import StoredMatrix
     from conftest import CHECKPOINTS
-    full = golden_model(case)
-    streamed = load_model(f"{CHECKPOINTS}/{case}", weights="stream")
-    assert streamed.weights_mode == "stream" and full.weights_mode == "float32"
-    assert streamed.embed.dtype != np.float32 or case == "mha_f32_tied"   # still the stored tensor
-    ids = np.random.default_rng(3).integers(1, 320, (2, 23))
-    a, b = streamed.forward(ids).logits, full.forward(ids).logits   # same math; BLAS may round differently
-    assert np.abs(a - b).max() < 1e-5 * np.abs(b).max()
-    assert generate_batch(streamed, ids.tolist(), 6, eos_ids=[]) == generate_batch(full, ids.tolist(), 6, eos_ids=[])
+    monkeypatch.setattr(stored, "SMALL", 0)           # these tiny matrices too, in many small blocks
+    monkeypatch.setattr(stored, "BLOCK_BYTES", 4096)
+    monkeypatch.setattr(stored, "CHUNK_BYTES", 4096)
+    full = load_model(f"{CHECKPOINTS}/{case}", weights="float32")
+    kept = load_model(f"{CHECKPOINTS}/{case}", weights="bf16")
+    assert kept.weights_mode == "bf16" and full.weights_mode == "float32"
+    assert isinstance(kept.lm_head, StoredMatrix) and kept.embed.dtype == kept.lm_head.dtype   # still as stored
+    ids = np.random.default_rng(3).integers(1, 320, (2, 40))
+    for n in (1, 40):  # decode-shaped and prefill-shaped products: bit for bit
+        np.testing.assert_array_equal(kept.forward(ids[:1, :n]).logits, full.forward(ids[:1, :n]).logits)
+    # 2 rows (tests/test_stored.py: BLAS may round a small block in another order)
+    a, b = kept.forward(ids[:, :1]).logits, full.forward(ids[:, :1]).logits
+    np.testing.assert_allclose(a, b, rtol=0, atol=1e-5 * np.abs(b).max())
+    assert generate_batch(kept, ids.tolist(), 6, eos_ids=[]) == generate_batch(full, ids.tolist(), 6, eos_ids=[])
+    assert load_model(f"{CHECKPOINTS}/{case}", weights="stream").weights_mode == "bf16"   # the old name
 
 
 def test_weights_mode_is_validated():

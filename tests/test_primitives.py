@@ -473,7 +473,7 @@ def test_swiglu_mlp_by_formula(seed, rows, d, i):
     x = rng.standard_normal((rows, d)).astype(np.float32)
     w_gate, w_up = rng.standard_normal((i, d)).astype(np.float32), rng.standard_normal((i, d)).astype(np.float32)
     w_down = rng.standard_normal((d, i)).astype(np.float32)
-    out = swiglu_mlp(x, np.concatenate([w_gate.T, w_up.T], axis=1), w_down.T)  # [in, out], gate|up stacked
+    out = swiglu_mlp(x, np.concatenate([w_gate, w_up]), w_down)  # [out, in] as stored, gate rows then up rows
     assert out.shape == (rows, d)
     x64 = x.astype(np.float64)
     want = np.zeros((rows, d))

@@ -59,7 +59,7 @@ def qwen3_folder(tmp_path, qwen3, monkeypatch):
 
     def scripted(path, weights="auto"):
         model = ScriptedModel(151936, qwen3.encode(REPLY) + [151645], 4096)
-        model.weights_mode = "scripted"
+        model.weights_mode, model.weights_reason = "scripted", "a test"
         forward = model.forward
 
         def recording(input_ids, *a, **kw):
