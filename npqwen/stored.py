@@ -24,7 +24,7 @@ import numpy as np
 from .threads import parallel, split
 
 BLOCK_BYTES = 2 << 20    # decode: float32 bytes of rows per block (measured best of 0.5 to 4 MB here)
-CHUNK_BYTES = 32 << 20   # prefill: float32 bytes of rows upcast before one BLAS product
+CHUNK_BYTES = 32 << 20   # prefill: float32 bytes of rows upcast before one BLAS product (8 to 32 MB measured alike)
 PREFILL_ROWS = 32        # x with at least this many rows takes the prefill path
 ALIGN = 64               # block boundaries, in rows
 SMALL = 1 << 16          # matrices with fewer elements are simply upcast at load (norms, a router)
@@ -34,11 +34,13 @@ class StoredMatrix:
     """A weight [out, in] as stored: one tensor, or several stacked along out (q | k | v)."""
 
     def __init__(self, parts):
-        self.parts = list(parts)                             # [out_i, in] arrays (memory maps), any float dtype
+        self.parts = [p.view(np.ndarray) if isinstance(p, np.memmap) else p for p in parts]  # (plain views
+        # of the memory maps: np.memmap's own slicing costs microseconds a block)
         self.starts = np.cumsum([0] + [p.shape[0] for p in self.parts])   # first row of each part
         self.shape = (int(self.starts[-1]), self.parts[0].shape[1])
         self.dtype = self.parts[0].dtype
         self.nbytes = sum(p.nbytes for p in self.parts)
+        self._tables = {}
 
     def matmul_t(self, x):  # [n, in] float32 -> x @ W.T [n, out]
         x = np.ascontiguousarray(x, np.float32)
@@ -50,43 +52,50 @@ class StoredMatrix:
         return out
 
     def _blocks(self, x, out):
-        step = _rows(BLOCK_BYTES, self.shape[1])
-        blocks = [(r, min(r + step, self.shape[0])) for r in range(0, self.shape[0], step)]
+        blocks = self.blocks(_rows(BLOCK_BYTES, self.shape[1]))
 
         def work(share):  # on one core: upcast a block into this thread's buffer, multiply it there
-            for r0, r1 in blocks[share]:
-                w = self.view(r0, r1)
-                if w is None:
-                    w = self.upcast(r0, r1, _buffer("block", (r1 - r0) * self.shape[1]).reshape(r1 - r0, -1))
+            for r0, r1, pieces in blocks[share]:
+                if len(pieces) == 1 and pieces[0].dtype == np.float32:
+                    w = pieces[0]                                # float32 as stored: no copy
+                else:
+                    w = _buffer("block", (r1 - r0) * self.shape[1]).reshape(r1 - r0, -1)
+                    upcast(pieces, w)
                 np.matmul(x, w.T, out=out[:, r0:r1])
 
         parallel(work, split(len(blocks)))
 
     def _chunks(self, x, out):
-        step = _rows(CHUNK_BYTES, self.shape[1])
-        for r0 in range(0, self.shape[0], step):
-            r1 = min(r0 + step, self.shape[0])
-            w = self.view(r0, r1)
-            if w is None:  # every core upcasts a share of the rows
+        for r0, r1, pieces in self.blocks(_rows(CHUNK_BYTES, self.shape[1])):
+            if len(pieces) == 1 and pieces[0].dtype == np.float32:
+                w = pieces[0]
+            else:  # every core upcasts a share of the rows
                 w = _buffer("chunk", (r1 - r0) * self.shape[1]).reshape(r1 - r0, self.shape[1])
-                parallel(lambda s: self.upcast(r0 + s.start, r0 + s.stop, w[s]), split(r1 - r0))
+                shares = split(r1 - r0)
+                parallel(lambda s: upcast(self.blocks_of(r0 + s.start, r0 + s.stop), w[s]), shares)
             np.matmul(x, w.T, out=out[:, r0:r1])
 
-    def view(self, r0, r1):  # rows r0:r1 as they are, if they are float32 and in one part, else None
-        i = int(np.searchsorted(self.starts, r0, side="right")) - 1
-        if self.parts[i].dtype == np.float32 and r1 <= self.starts[i + 1]:
-            return self.parts[i][r0 - self.starts[i]:r1 - self.starts[i]]
-        return None
+    def blocks(self, step):  # -> [(r0, r1, the stored rows r0:r1 as pieces of parts)], kept per step
+        if step not in self._tables:
+            self._tables[step] = [(r0, min(r0 + step, self.shape[0]), self.blocks_of(r0, min(r0 + step, self.shape[0])))
+                                  for r0 in range(0, self.shape[0], step)]
+        return self._tables[step]
 
-    def upcast(self, r0, r1, buf):  # rows r0:r1 of the stacked matrix -> float32 buf [r1 - r0, in]
-        i = int(np.searchsorted(self.starts, r0, side="right")) - 1
-        done = 0
-        while done < r1 - r0:   # the rows of each part in turn
-            a = r0 + done - self.starts[i]
-            n = min(self.parts[i].shape[0] - a, r1 - r0 - done)
-            np.copyto(buf[done:done + n], self.parts[i][a:a + n], casting="unsafe")
-            done, i = done + n, i + 1
-        return buf
+    def blocks_of(self, r0, r1):  # rows r0:r1 of the stacked matrix -> the slices of parts that hold them
+        pieces = []
+        for p, s in zip(self.parts, self.starts):
+            a, b = max(r0 - s, 0), min(r1 - s, p.shape[0])
+            if a < b:
+                pieces.append(p[a:b])
+        return pieces
+
+
+def upcast(pieces, buf):  # stored rows, in order -> float32 buf [rows, in]
+    r = 0
+    for p in pieces:
+        np.copyto(buf[r:r + len(p)], p, casting="unsafe")
+        r += len(p)
+    return buf
 
 
 def _rows(nbytes, cols):

@@ -80,10 +80,12 @@ def worker_npqwen(args):
 
     t0 = time.perf_counter()
     model = load_model(args.model, weights=args.weights)
-    res = {"load_s": time.perf_counter() - t0, "weights": model.weights_mode}
+    res = {"load_s": time.perf_counter() - t0, "weights": model.weights_mode,
+           "stored_bytes": int(np.dtype(model.embed.dtype).itemsize)}
     V = model.config.vocab_size
     rng = np.random.default_rng(0)
     model.forward(rng.integers(0, V, (1, WARMUP)), logits_to_keep=1)  # untimed
+    anon = [status_mb("RssAnon")]
     for n in args.lengths:
         ids = rng.integers(0, V, (1, n))
         for _ in range(args.prefills):  # best of these; the cache of the last one is decoded from
@@ -91,6 +93,7 @@ def worker_npqwen(args):
             t0 = time.perf_counter()
             logits = model.forward(ids, cache=cache, logits_to_keep=1).logits
             best_rate(res, f"prefill_{n}_tok_s", n / (time.perf_counter() - t0))
+            anon.append(status_mb("RssAnon"))
         if n == args.lengths[0]:  # decode after the shortest prompt
             tok = logits[:, -1].argmax(-1)
             t0 = time.perf_counter()
@@ -98,9 +101,10 @@ def worker_npqwen(args):
                 tok = model.forward(tok[:, None], cache=cache).logits[:, -1].argmax(-1)
             res["decode_tok_s"] = args.new_tokens / (time.perf_counter() - t0)
     res["peak_rss_mb"] = peak_rss_mb()
-    # Streaming maps the bf16 file: its pages count in RSS but are the page cache's, reclaimable;
-    # anonymous memory (float32 buffers, KV cache) is what must fit.
-    res["anon_rss_mb_at_end"] = status_mb("RssAnon")
+    # bf16 weights map the file: its pages count in RSS but are the page cache's, reclaimable;
+    # anonymous memory (float32 weights, buffers, KV cache) is what must fit. Sampled after each
+    # prefill and at the end (the kernel keeps no peak of it).
+    res["peak_anon_mb"] = max(anon + [status_mb("RssAnon")])
     return res
 
 
@@ -203,16 +207,51 @@ def matmul_rate(n=3072, repeats=7):
     return median_rate(lambda: a @ b, 2 * n ** 3 / 1e9, repeats)
 
 
-def bandwidth(gb=1.0, repeats=7):
-    """Memory read GB/s: a float32 matrix-vector product over a matrix far larger than the caches."""
+def bandwidth(threads, gb=2.0, repeats=7):
+    """Memory read GB/s, the machine's: `threads` threads each summing its share of a float32 array
+    far larger than the caches (a reduction releases the GIL, so the threads read at once)."""
+    from concurrent.futures import ThreadPoolExecutor
+    a = np.ones(int(gb * 1e9 / 4), np.float32)
+    shares = np.array_split(a, threads)
+    with ThreadPoolExecutor(threads) as pool:
+        return median_rate(lambda: list(pool.map(np.sum, shares)), a.nbytes / 1e9, repeats)
+
+
+def matvec_rate(gb=1.0, repeats=7):
+    """NumPy's own float32 matrix-vector product over a matrix far larger than the caches, GB/s read."""
     cols = 8192
     w = np.random.rand(int(gb * 1e9 / 4 / cols), cols).astype(np.float32)
     x = np.random.rand(cols).astype(np.float32)
     return median_rate(lambda: w @ x, w.nbytes / 1e9, repeats)
 
 
-def work_per_token(cfg, prompt_len):
-    """-> (prefill FLOPs per prompt token, decode bytes of float32 weights + KV cache read per token)."""
+def machine():
+    """The CPU model and the BLAS NumPy uses (library, version, kernel, threads), for every table."""
+    cpu = "unknown CPU"
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), cpu)
+    except OSError:
+        pass
+    flags = ""
+    try:
+        with open("/proc/cpuinfo") as f:
+            have = next((line.split(":", 1)[1].split() for line in f if line.startswith("flags")), [])
+        flags = " ".join(x for x in ("avx2", "avx512f", "avx512_bf16", "amx_bf16") if x in have)
+    except OSError:
+        pass
+    try:
+        from threadpoolctl import threadpool_info
+        blas = "; ".join(f"{i.get('internal_api')} {i.get('version')} ({i.get('architecture', '?')} kernel, "
+                         f"{i.get('num_threads')} threads)" for i in threadpool_info() if i.get("user_api") == "blas")
+    except ImportError:
+        blas = "threadpoolctl not installed"
+    return f"{cpu} [{flags}], {os.cpu_count()} cores; NumPy {np.__version__} BLAS: {blas or 'none found'}"
+
+
+def work_per_token(cfg, prompt_len, weight_bytes=4):
+    """-> (prefill FLOPs per prompt token, decode bytes of weights (weight_bytes per parameter: 4 in
+    float32 mode, 2 for bf16 kept as stored) + float32 KV cache read per token)."""
     from npqwen.info import summary
     s = summary(cfg)
     layer_params = s["active"] - s["embedding"] - s["lm_head"]  # a mixture of experts: only the k used
@@ -220,7 +259,7 @@ def work_per_token(cfg, prompt_len):
     L, V = cfg.num_hidden_layers, cfg.vocab_size
     # matmuls: 2 FLOPs per weight; attention: q.k and p.v over on average half the prompt
     prefill = 2 * layer_params + L * 2 * 2 * H * hd * prompt_len / 2
-    decode_bytes = 4 * (layer_params + V * d) + L * 2 * K * hd * 4 * prompt_len
+    decode_bytes = weight_bytes * (layer_params + V * d) + L * 2 * K * hd * 4 * prompt_len
     return prefill, decode_bytes
 
 
@@ -228,10 +267,12 @@ def work_per_token(cfg, prompt_len):
 
 
 def run_worker(impl, args):
+    """impl: "transformers", or "npqwen <weights mode>"."""
     env = dict(os.environ, OPENBLAS_NUM_THREADS=str(args.threads), OMP_NUM_THREADS=str(args.threads),
                MKL_NUM_THREADS=str(args.threads))
-    cmd = [sys.executable, __file__, "--worker", impl, "--model", args.model, "--threads", str(args.threads),
-           "--weights", args.weights, "--new-tokens", str(args.new_tokens), "--prefills", str(args.prefills),
+    name, _, mode = impl.partition(" ")
+    cmd = [sys.executable, __file__, "--worker", name, "--model", args.model, "--threads", str(args.threads),
+           "--weights", mode or "auto", "--new-tokens", str(args.new_tokens), "--prefills", str(args.prefills),
            "--lengths", *map(str, args.lengths)] + (["--score"] if args.score else [])
     r = subprocess.run(cmd, env=env, capture_output=True, text=True)
     if r.returncode != 0:
@@ -253,7 +294,8 @@ def main():
     p.add_argument("--model", help="checkpoint folder (default: a random checkpoint of --shape, cached)")
     p.add_argument("--shape", choices=SHAPES, default="0.5b")
     p.add_argument("--layers", type=int, help="with --shape: only the first N layers (a smaller model)")
-    p.add_argument("--weights", choices=("auto", "float32", "bf16", "stream"), default="auto")
+    p.add_argument("--weights", choices=("auto", "float32", "bf16", "stream"), nargs="+", default=["auto"],
+                   help="npqwen's weights mode; several: each is measured, in the same rounds")
     p.add_argument("--lengths", type=int, nargs="+", default=[128, 1024], help="prompt lengths to prefill")
     p.add_argument("--new-tokens", type=int, default=64)
     p.add_argument("--prefills", type=int, default=2, help="prefills of each prompt per process (best counts)")
@@ -268,6 +310,7 @@ def main():
     args.lengths = sorted(args.lengths)
 
     if args.worker:
+        args.weights = args.weights[0]
         fn = {("npqwen", False): worker_npqwen, ("transformers", False): worker_transformers,
               ("npqwen", True): worker_npqwen_score, ("transformers", True): worker_transformers_score}[
             args.worker, args.score]
@@ -284,21 +327,24 @@ def main():
 
     from npqwen.config import ModelConfig
     cfg = ModelConfig.from_file(args.model)
-    impls = ["npqwen"] + ([] if args.no_transformers or not have_transformers() else ["transformers"])
+    others = [] if args.no_transformers or not have_transformers() else ["transformers"]
     if args.score:
-        return score_table(args, cfg, impls, generated)
+        return score_table(args, cfg, [f"npqwen {args.weights[0]}"] + others, generated)
+    ours = [f"npqwen {w}" for w in dict.fromkeys(args.weights)]
+    impls = ours + others
     best = {impl: {} for impl in impls}
-    samples = {"matmul_gflops": [], "bandwidth_gbs": []}
+    samples = {"matmul_gflops": [], "bandwidth_gbs": [], "numpy_matvec_gbs": []}
     for r in range(args.repeats):
         samples["matmul_gflops"].append(matmul_rate())
-        samples["bandwidth_gbs"].append(bandwidth())
+        samples["bandwidth_gbs"].append(bandwidth(args.threads))
+        samples["numpy_matvec_gbs"].append(matvec_rate())
         for impl in impls:
             res = run_worker(impl, args)
             print(f"round {r + 1} {impl}: {res}", file=sys.stderr)
             for k, v in res.items():
                 if isinstance(v, str):
                     best[impl][k] = v
-                elif k in ("load_s", "peak_rss_mb", "anon_rss_mb_at_end"):
+                elif k in ("load_s", "peak_rss_mb", "peak_anon_mb"):
                     best[impl][k] = min(v, best[impl].get(k, v))
                 else:
                     best[impl][k] = max(v, best[impl].get(k, v))
@@ -306,43 +352,40 @@ def main():
     # fractions of the machine's ceilings: the best rate seen (the spread is printed too)
     ceilings = {k: max(v) for k, v in samples.items()}
     n0 = args.lengths[0]
-    frac = {}
-    for n in args.lengths:
-        flops, _ = work_per_token(cfg, n)
-        frac[f"prefill_{n}_of_matmul"] = best["npqwen"][f"prefill_{n}_tok_s"] * flops / 1e9 / ceilings["matmul_gflops"]
-    _, bytes_tok = work_per_token(cfg, n0)
-    frac["decode_of_bandwidth"] = best["npqwen"]["decode_tok_s"] * bytes_tok / 1e9 / ceilings["bandwidth_gbs"]
-    # This machine's read bandwidth drifts over time (seen: 28 to 43 GB/s within one run), so the
-    # fraction of the median round is printed beside the strict one.
-    median_bw = float(np.median(samples["bandwidth_gbs"]))
-    frac["decode_of_median_bandwidth"] = best["npqwen"]["decode_tok_s"] * bytes_tok / 1e9 / median_bw
+    frac = {impl: {} for impl in ours}
+    for impl in ours:
+        res = best[impl]
+        for n in args.lengths:
+            flops, _ = work_per_token(cfg, n)
+            frac[impl][f"prefill_{n}_tok_s"] = f"{res[f'prefill_{n}_tok_s'] * flops / 1e9 / ceilings['matmul_gflops']:.0%} of matmul rate"
+        _, bytes_tok = work_per_token(cfg, n0, 4 if res["weights"] == "float32" else res["stored_bytes"])
+        frac[impl]["decode_tok_s"] = (f"{res['decode_tok_s'] * bytes_tok / 1e9 / ceilings['bandwidth_gbs']:.0%} of "
+                                      f"read bandwidth ({bytes_tok / 1e9:.2f} GB/token)")
 
-    metrics = [f"prefill_{n}_tok_s" for n in args.lengths] + ["decode_tok_s", "load_s", "peak_rss_mb",
-                                                              "anon_rss_mb_at_end"]
+    metrics = [f"prefill_{n}_tok_s" for n in args.lengths] + ["decode_tok_s", "load_s", "peak_rss_mb", "peak_anon_mb"]
+    ratios = [(a, b) for a in ours for b in others] + \
+             ([("npqwen bf16", "npqwen float32")] if {"npqwen bf16", "npqwen float32"} <= set(ours) else [])
     lines = [f"model: {args.model} ({cfg.model_type}, {cfg.num_hidden_layers} layers, hidden {cfg.hidden_size}, "
-             f"vocab {cfg.vocab_size}); "
-             f"threads {args.threads}; npqwen weights {best['npqwen']['weights']}",
-             f"machine: float32 matmul {ceilings['matmul_gflops']:.0f} GFLOP/s (rounds: "
-             f"{', '.join(f'{x:.0f}' for x in samples['matmul_gflops'])}), memory read "
-             f"{ceilings['bandwidth_gbs']:.1f} GB/s (rounds: {', '.join(f'{x:.1f}' for x in samples['bandwidth_gbs'])})",
+             f"vocab {cfg.vocab_size}); threads {args.threads}; "
+             + ", ".join(f"{impl}: weights {best[impl]['weights']}" for impl in ours),
+             f"machine: {machine()}",
+             f"ceilings: float32 matmul {ceilings['matmul_gflops']:.0f} GFLOP/s (rounds: "
+             f"{', '.join(f'{x:.0f}' for x in samples['matmul_gflops'])}); memory read {ceilings['bandwidth_gbs']:.1f} GB/s, "
+             f"{args.threads} threads summing a 2 GB array (rounds: {', '.join(f'{x:.1f}' for x in samples['bandwidth_gbs'])}); "
+             f"NumPy's own float32 matrix-vector product reads {ceilings['numpy_matvec_gbs']:.1f} GB/s",
              "",
-             "| metric | npqwen | transformers | npqwen / transformers | npqwen vs machine ceiling |",
-             "|---|---|---|---|---|"]
+             "| metric | " + " | ".join(impls) + " | " + " | ".join(f"{a} / {b}" for a, b in ratios)
+             + " | " + " | ".join(f"{impl} vs machine ceiling" for impl in ours) + " |",
+             "|---" * (1 + len(impls) + len(ratios) + len(ours)) + "|"]
     for m in metrics:
-        a = best["npqwen"].get(m)
-        b = best.get("transformers", {}).get(m)
-        ratio = f"{a / b:.2f}" if a is not None and b else "-"
-        ceil = ""
-        if m.startswith("prefill_"):
-            ceil = f"{frac[m.replace('_tok_s', '_of_matmul')]:.0%} of matmul rate"
-        elif m == "decode_tok_s":
-            ceil = (f"{frac['decode_of_bandwidth']:.0%} of bandwidth bound "
-                    f"({frac['decode_of_median_bandwidth']:.0%} of the median round's)")
-        lines.append(f"| {m} | {a:.3g} | {b:.3g} | {ratio} | {ceil} |" if b is not None else
-                     f"| {m} | {a:.3g} | - | - | {ceil} |")
+        vals = [best[impl].get(m) for impl in impls]
+        cells = [f"{v:.3g}" if v is not None else "-" for v in vals]
+        cells += [f"{best[a][m] / best[b][m]:.2f}" if best[a].get(m) and best[b].get(m) else "-" for a, b in ratios]
+        cells += [frac[impl].get(m, "") for impl in ours]
+        lines.append(f"| {m} | " + " | ".join(cells) + " |")
     print("\n".join(lines))
     with open(args.json, "w") as f:
-        json.dump({"command": " ".join(sys.argv), "model": args.model, "threads": args.threads,
+        json.dump({"command": " ".join(sys.argv), "model": args.model, "threads": args.threads, "machine": machine(),
                    "ceilings": ceilings, "ceiling_rounds": samples, "results": best, "fractions": frac}, f, indent=2)
     if generated and args.delete:
         import shutil
@@ -367,7 +410,7 @@ def score_table(args, cfg, impls, generated):
              f"vocab {cfg.vocab_size}); threads {args.threads}; scoring one window of each length", "",
              "| metric | npqwen | transformers | npqwen / transformers |", "|---|---|---|---|"]
     for m in [f"score_{n}_{x}" for n in args.lengths for x in ("tok_s", "mean_logprob")] + ["peak_rss_mb"]:
-        a, b = best["npqwen"].get(m), best.get("transformers", {}).get(m)
+        a, b = best[impls[0]].get(m), best.get("transformers", {}).get(m)
         ratio = f"{a / b:.2f}" if b and "mean_logprob" not in m else "-"
         fmt = (lambda x: f"{x:.6f}") if "mean_logprob" in m else (lambda x: f"{x:.3g}")
         lines.append(f"| {m} | {fmt(a)} | {fmt(b) if b is not None else '-'} | {ratio} |")
