@@ -95,7 +95,10 @@ def attend(q, k, v, w: Attention, cfg, ctx: Context, cache, layer):  # [b, t, he
     for q0 in range(0, t, block):
         q1 = min(t, q0 + block)
         s = past + q1  # causal: this block never looks past its last query
-        bias = causal_mask(q1 - q0, s, ctx.padding, window, q_start=past + q0)
+        if ctx.padding is None and window is None:  # only the block's own keys need a mask
+            bias = causal_mask(q1 - q0, q1 - q0)
+        else:
+            bias = causal_mask(q1 - q0, s, ctx.padding, window, q_start=past + q0)
         out[:, q0:q1] = attention(q[:, :, q0:q1], k[:, :, :s], v[:, :, :s], bias).transpose(0, 2, 1, 3)
     return out.reshape(b, t, H * hd)
 

@@ -204,23 +204,36 @@ def causal_mask(q_len, kv_len, padding_mask=None, window=None, q_start=None):  #
     return np.where(allowed, np.float32(0), NEG).astype(np.float32)
 
 
-def attention(q, k, v, bias):  # [b, H, t, hd], [b, K, s, hd], [b, K, s, hd], [b, 1, t, s] -> [b, H, t, hd]
+def attention(q, k, v, bias):  # [b, H, t, hd], [b, K, s, hd], [b, K, s, hd], [b, 1, t, <= s] -> [b, H, t, hd]
     """Scaled dot-product attention with grouped-query heads, in one batched matmul per step.
     The H query heads are viewed as K groups of G = H // K heads; each group is stacked along the
     query axis so it meets its shared kv head in a single matrix product. This equals attention
     over repeat_kv(k), repeat_kv(v) (query head h uses kv head h // G) without copying k and v.
-    The 1/sqrt(hd) scale is applied to q (t*hd numbers) rather than to the scores (t*s), and the
-    scores are masked and normalised in place: on long prompts these passes over the scores are
-    what costs, not the matmuls."""
+    `bias` covers the last bias.shape[-1] keys (the keys before them are all visible: a causal
+    block of queries needs a mask only where the diagonal cuts its own keys).
+    On long contexts the passes over the [G*t, s] scores are what costs, not the matmuls, so:
+    the 1/sqrt(hd) scale is applied to q (t*hd numbers) rather than to the scores, the scores are
+    masked and exponentiated in place, and each row is divided by its sum after the product with
+    v ([t, hd] numbers) rather than before it ([t, s])."""
     b, H, t, hd = q.shape
     K, s = k.shape[1], k.shape[2]
     G = H // K
     qg = (q * np.float32(hd ** -0.5)).reshape(b, K, G * t, hd)
-    scores = qg @ k.transpose(0, 1, 3, 2)                             # [b, K, G*t, s]
+    if G * t <= DECODE_ROWS:  # few query rows: K @ q^T streams K at the rate of a matrix-vector product
+        scores = np.ascontiguousarray((k @ qg.transpose(0, 1, 3, 2)).transpose(0, 1, 3, 2))   # [b, K, G*t, s]
+    else:
+        scores = qg @ k.transpose(0, 1, 3, 2)                         # [b, K, G*t, s]
     grouped = scores.reshape(b, K, G, t, s)                           # a view of the same memory
-    grouped += bias[:, :, None]                                       # one mask for all G heads
-    probs = softmax(scores, out=scores)
-    return (probs @ v).reshape(b, H, t, hd)
+    grouped[..., s - bias.shape[-1]:] += bias[:, :, None]             # one mask for all G heads
+    scores -= scores.max(axis=-1, keepdims=True)                      # softmax, its division deferred
+    np.exp(scores, out=scores)
+    out = scores @ v                                                  # [b, K, G*t, hd]
+    out /= scores.sum(axis=-1, keepdims=True)
+    return out.reshape(b, H, t, hd)
+
+
+# below this many query rows per kv head (G * t), scores are computed as (K @ q^T)^T; measured
+DECODE_ROWS = 16
 
 
 def attention_repeat_kv(q, k, v, bias):  # same shapes as `attention`

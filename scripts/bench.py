@@ -374,8 +374,8 @@ def main():
              f"{args.threads} threads summing a 2 GB array (rounds: {', '.join(f'{x:.1f}' for x in samples['bandwidth_gbs'])}); "
              f"NumPy's own float32 matrix-vector product reads {ceilings['numpy_matvec_gbs']:.1f} GB/s",
              "",
-             "| metric | " + " | ".join(impls) + " | " + " | ".join(f"{a} / {b}" for a, b in ratios)
-             + " | " + " | ".join(f"{impl} vs machine ceiling" for impl in ours) + " |",
+             "| " + " | ".join(["metric"] + impls + [f"{a} / {b}" for a, b in ratios]
+                               + [f"{impl} vs machine ceiling" for impl in ours]) + " |",
              "|---" * (1 + len(impls) + len(ratios) + len(ours)) + "|"]
     for m in metrics:
         vals = [best[impl].get(m) for impl in impls]
