@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .primitives import apply_rope, attention, causal_mask, linear, rms_norm, sigmoid
+from .threads import WORKERS, parallel, split
 from .weights import norm_weight
 
 
@@ -92,14 +93,26 @@ def attend(q, k, v, w: Attention, cfg, ctx: Context, cache, layer):  # [b, t, he
     window = cfg.layer_window(layer)
     out = np.empty((b, t, H, hd), np.float32)
     block = query_block(b, H, past + t)
-    for q0 in range(0, t, block):
-        q1 = min(t, q0 + block)
-        s = past + q1  # causal: this block never looks past its last query
-        if ctx.padding is None and window is None:  # only the block's own keys need a mask
-            bias = causal_mask(q1 - q0, q1 - q0)
-        else:
-            bias = causal_mask(q1 - q0, s, ctx.padding, window, q_start=past + q0)
-        out[:, q0:q1] = attention(q[:, :, q0:q1], k[:, :, :s], v[:, :, :s], bias).transpose(0, 2, 1, 3)
+    starts = range(0, t, block)
+    K, G = k.shape[1], H // k.shape[1]
+
+    def run(part):  # one core's share: some query blocks, some kv heads (with their G query heads each)
+        share, kv = part
+        hq = slice(kv.start * G, kv.stop * G)
+        for q0 in share:
+            q1 = min(t, q0 + block)
+            s = past + q1  # causal: this block never looks past its last query
+            if ctx.padding is None and window is None:  # only the block's own keys need a mask
+                bias = causal_mask(q1 - q0, q1 - q0)
+            else:
+                bias = causal_mask(q1 - q0, s, ctx.padding, window, q_start=past + q0)
+            out[:, q0:q1, hq] = attention(q[:, hq, q0:q1], k[:, kv, :s], v[:, kv, :s], bias).transpose(0, 2, 1, 3)
+
+    if len(starts) >= WORKERS or K == 1:  # a prompt: every n-th query block per core (causal blocks grow)
+        parts = [(starts[i::WORKERS], slice(0, K)) for i in range(min(WORKERS, len(starts)))]
+    else:  # decode: the kv heads shared out, each core reading its heads' part of the cache
+        parts = [(starts, kv) for kv in split(K)]
+    parallel(run, parts)
     return out.reshape(b, t, H * hd)
 
 

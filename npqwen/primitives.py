@@ -51,8 +51,15 @@ def silu(x, out=None):  # [...] -> [...]
         e += np.float32(1)
         np.divide(x[i], e, out=out[i])
 
-    large = x.ndim >= 2 and x.size >= 1 << 16
-    parallel(part, [(..., r, slice(None)) for r in split(x.shape[-2])] if large else [...])
+    def rows(r):  # a core's share of the rows, in blocks that stay in its cache during the four passes
+        step = max(1, (256 << 10) // (4 * x.shape[-1]))
+        for a in range(r.start, r.stop, step):
+            part((..., slice(a, min(a + step, r.stop)), slice(None)))
+
+    if x.ndim >= 2 and x.size >= 1 << 16:
+        parallel(rows, split(x.shape[-2]))
+    else:
+        part(...)
     return out
 
 
