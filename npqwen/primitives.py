@@ -67,9 +67,14 @@ def sigmoid(x):  # [...] -> [...]
     return np.float32(1) / (np.float32(1) + np.exp(-x))
 
 
-def swiglu_mlp(x, w_gate_up, w_down):  # [..., d], [2i, d], [d, i] -> [..., d]
+def swiglu_mlp(x, w_gate_up, w_down, rows=2048):  # [..., d], [2i, d], [d, i] -> [..., d]
     """Qwen2's MLP: down(silu(gate(x)) * up(x)). The gate and up projections are stacked, gate rows
-    then up rows, into one [2i, d] matrix so that a single product computes both."""
+    then up rows, into one [2i, d] matrix so that a single product computes both. A long prompt
+    goes `rows` positions at a time, so that its [n, 2i] activations never exist whole."""
+    if x.size > rows * x.shape[-1]:
+        x2 = x.reshape(-1, x.shape[-1])
+        return np.concatenate([swiglu_mlp(x2[r:r + rows], w_gate_up, w_down, rows)
+                               for r in range(0, len(x2), rows)]).reshape(x.shape)
     i = w_down.shape[1]
     h = linear(x.reshape(-1, x.shape[-1]), w_gate_up)  # [n, 2i]: every position of every row in one product
     gate, up = h[..., :i], h[..., i:]                   # views: no copies
