@@ -8,7 +8,6 @@ weights reads per token.
 """
 
 import argparse
-import re
 import sys
 
 import numpy as np
@@ -39,12 +38,8 @@ def summary(cfg: ModelConfig) -> dict:
     state_values = linear * ((cfg.linear_conv_kernel_dim - 1) * channels +
                              cfg.linear_num_value_heads * cfg.linear_key_head_dim * cfg.linear_value_head_dim)
     D, V = cfg.hidden_size, cfg.vocab_size
-    per_layer = {re.sub(r"^.*?layers\.\d+\.", "", k): v for k, v in count.items() if k.startswith(m + "layers.")}
-    one_expert = sum(v for k, v in per_layer.items() if k.startswith("mlp.experts.0."))
-    shared_parts = sum(v for k, v in per_layer.items() if ".experts." not in k)  # every layer kind, once
-    stream_buffers = 4 * (shared_parts + one_expert + min(16384, V) * D)
     return dict(total=total, active=total - idle, experts=experts, sparse_layers=sparse_layers,
-                stream_read_bytes=2 * (total - idle - embed + V * D), stream_buffer_bytes=stream_buffers,
+                stream_read_bytes=2 * (total - idle - embed + V * D),
                 embedding=embed, lm_head=head, layers=layers, attention=attn, mlp=layers - attn -
                 2 * cfg.hidden_size * cfg.num_hidden_layers, bf16_bytes=2 * total, float32_bytes=4 * total,
                 kv_bytes_per_token_bf16=2 * kv_values, kv_bytes_per_token_float32=4 * kv_values,
@@ -88,10 +83,9 @@ def main(argv=None):
               + f"; experts hold {s['experts'] / 1e9:.3f} B parameters")
         print(f"active parameters per token: {s['active'] / 1e9:.3f} B of {s['total'] / 1e9:.3f} B "
               f"({100 * s['active'] / s['total']:.1f}%)")
-        print(f"--weights stream reads {_gb(s['stream_read_bytes'])} of bf16 weights per token (the active "
+        print(f"--weights bf16 reads {_gb(s['stream_read_bytes'])} of bf16 weights per token (the active "
               f"experts, the rest of every layer and the LM head) from a {_gb(s['bf16_bytes'])} memory-mapped "
-              f"file, and keeps {_gb(s['stream_buffer_bytes'])} of float32 buffers (one layer's attention, "
-              f"router and shared expert, one expert at a time, a block of the LM head) plus the KV cache")
+              f"file, upcasting them a cache-sized block at a time, plus the KV cache")
     if s["linear_layers"]:
         print(f"hybrid: {s['linear_layers']} Gated DeltaNet layers (linear attention: a fixed state each) and "
               f"{s['full_attention_layers']} full-attention layers (a KV cache); the DeltaNet state takes "
