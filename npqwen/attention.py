@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .primitives import apply_rope, attention, causal_mask, linear, rms_norm, sigmoid
-from .threads import WORKERS, parallel, split
+from .threads import WORKERS, parallel
 from .weights import norm_weight
 
 
@@ -108,11 +108,10 @@ def attend(q, k, v, w: Attention, cfg, ctx: Context, cache, layer):  # [b, t, he
                 bias = causal_mask(q1 - q0, s, ctx.padding, window, q_start=past + q0)
             out[:, q0:q1, hq] = attention(q[:, hq, q0:q1], k[:, kv, :s], v[:, kv, :s], bias).transpose(0, 2, 1, 3)
 
-    if len(starts) >= WORKERS or K == 1:  # a prompt: every n-th query block per core (causal blocks grow)
-        parts = [(starts[i::WORKERS], slice(0, K)) for i in range(min(WORKERS, len(starts)))]
-    else:  # decode: the kv heads shared out, each core reading its heads' part of the cache
-        parts = [(starts, kv) for kv in split(K)]
-    parallel(run, parts)
+    # A prompt: every n-th query block per core (causal blocks grow along it). Decode runs on one
+    # thread with BLAS on all: its thin products stream the cache faster that way than as one kv
+    # head per core (measured at 8192 keys, 24 layers: 17.5 against 24.6 ms per token).
+    parallel(run, [(starts[i::WORKERS], slice(0, K)) for i in range(min(WORKERS, len(starts)))])
     return out.reshape(b, t, H * hd)
 
 
