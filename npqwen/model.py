@@ -200,9 +200,10 @@ def load_model(path: str, weights: str = "auto") -> Model:
 def choose_weights(cfg) -> tuple[str, str]:
     """auto: float32 when its copy fits in 3/4 of the available memory, else bf16."""
     need, have = float32_bytes(cfg), available_memory()
+    size = (lambda n: f"{n / 1e9:.1f} GB" if n >= 1e9 else f"{n / 1e6:.0f} MB")
     if need <= 0.75 * have:
-        return "float32", f"auto: float32 needs {need / 1e9:.1f} GB, {have / 1e9:.1f} GB available"
-    return "bf16", f"auto: float32 would need {need / 1e9:.1f} GB of {have / 1e9:.1f} GB available"
+        return "float32", f"auto: float32 needs {size(need)}, {size(have)} available"
+    return "bf16", f"auto: float32 would need {size(need)} of {size(have)} available"
 
 
 def load_layer(up: Upcast, cfg: ModelConfig, i: int) -> Layer:

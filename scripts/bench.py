@@ -2,18 +2,25 @@
 
     python scripts/bench.py                      # Qwen2-0.5B shape, random bf16 weights (built once, cached)
     python scripts/bench.py --model DIR          # any checkpoint folder
-    python scripts/bench.py --shape 7b --weights stream --no-transformers --lengths 32 --new-tokens 8 --delete
+    python scripts/bench.py --weights float32 bf16        # both weights modes and transformers, one run
+    python scripts/bench.py --lengths 128 8192 --new-tokens 64 --prefills 1 --repeats 1   # a long prompt
+    python scripts/bench.py --shape 7b --weights bf16 --no-transformers --lengths 16 --new-tokens 8
     python scripts/bench.py --shape qwen3-30b-a3b --layers 2   # a mixture of experts, its first 2 layers
     python scripts/bench.py --score --lengths 512 2048   # scoring: every position's log-probability
 
 Every measurement runs in its own process (so each one's peak resident memory is its own), the
 two implementations interleaved over --repeats rounds so machine drift cancels; the best round of
 each counts. Inside each process an untimed warm-up forward comes first, and each prompt is
-prefilled --prefills times (the best counts), the same for both implementations. In the same run
-it measures the machine's ceilings: NumPy's float32 matrix-multiply rate and memory read bandwidth
-(a large matrix-vector product; each the median of 7 runs, the best round counting), and reports npqwen's prefill as
-counted FLOPs/s over the matmul rate and its decode as weight bytes read per token x tokens/s over
-the bandwidth. transformers is measured only if torch and transformers are importable.
+prefilled --prefills times (the best counts), the same for every implementation; decode follows
+the shortest prompt and, if longer, the longest. Several --weights modes are each measured as an
+implementation of their own. In the same run it measures the machine's ceilings: NumPy's float32
+matrix-multiply rate, and the memory read bandwidth of --threads threads each summing its share of
+a 2 GB array (the machine's, not NumPy's matrix-vector product, which it prints beside it; each
+the median of 7 runs, the best round counting), and reports npqwen's prefill as counted FLOPs/s
+over the matmul rate and its decode as weight bytes read per token (4 per parameter in float32
+mode, 2 in bf16) x tokens/s over the bandwidth. It prints the CPU model and the BLAS library,
+version, kernel and threads (threadpoolctl) with every table. transformers is measured only if
+torch and transformers are importable.
 Prints a table and writes it as JSON (--json).
 
 --score measures scoring instead (python -m npqwen.score): one forward over a window of each length
