@@ -13,8 +13,10 @@ cache: memory carries only the 2 stored bytes of each parameter.
 
 Either way an output is the dot product of the same float32 numbers as `x @ W.T` in the float32
 mode, computed by the same BLAS kernel: blocks start at multiples of 64 rows, and BLAS computes a
-row's dot product alike whatever rows surround it, so logits are bit for bit those of the float32
-mode (tests/test_stored.py holds them to it).
+row's dot product alike whatever rows surround it, so for one row (decode) and for 32 or more
+(prefill) logits are bit for bit those of the float32 mode. For 2 to 31 rows OpenBLAS multiplies
+a small block with its small-matrix kernel, which sums in another order: the last bits of float32
+differ (tests/test_stored.py holds both to it).
 """
 
 import threading
@@ -23,8 +25,8 @@ import numpy as np
 
 from .threads import parallel, split
 
-BLOCK_BYTES = 2 << 20    # decode: float32 bytes of rows per block (measured best of 0.5 to 4 MB here)
-CHUNK_BYTES = 32 << 20   # prefill: float32 bytes of rows upcast before one BLAS product (8 to 32 MB measured alike)
+BLOCK_BYTES = 2 << 20    # decode: float32 bytes of rows per block (measured best of 0.5 to 8 MB here)
+CHUNK_BYTES = 32 << 20   # prefill: float32 bytes of rows upcast before one BLAS product (4 to 16 MB: slower)
 PREFILL_ROWS = 32        # x with at least this many rows takes the prefill path
 ALIGN = 64               # block boundaries, in rows
 SMALL = 1 << 16          # matrices with fewer elements are simply upcast at load (norms, a router)
