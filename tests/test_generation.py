@@ -155,3 +155,16 @@ def test_weights_mode_is_validated():
     with pytest.raises(NpqwenError, match="weights"):
         load_model(f"{CHECKPOINTS}/gqa3_bf16", weights="int4")
     assert load_model(f"{CHECKPOINTS}/gqa3_bf16").weights_mode == "float32"  # tiny: fits
+
+
+def test_auto_picks_bf16_when_float32_would_not_fit(monkeypatch):
+    """--weights auto: float32 when its copy fits in 3/4 of the available memory, else bf16, and says why."""
+    from npqwen import load_model, model as M
+    from conftest import CHECKPOINTS
+    need = M.float32_bytes(M.ModelConfig.from_file(f"{CHECKPOINTS}/gqa3_bf16"))
+    monkeypatch.setattr(M, "available_memory", lambda: int(need / 0.75) + 1024)
+    fits = load_model(f"{CHECKPOINTS}/gqa3_bf16")
+    assert fits.weights_mode == "float32" and "needs" in fits.weights_reason
+    monkeypatch.setattr(M, "available_memory", lambda: int(need / 0.75) - 1024)
+    tight = load_model(f"{CHECKPOINTS}/gqa3_bf16")
+    assert tight.weights_mode == "bf16" and "would need" in tight.weights_reason
