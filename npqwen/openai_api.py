@@ -289,7 +289,7 @@ CHAT_FIELDS = {
     "functions": _no_tools,
     "max_completion_tokens": _max_tokens,
     "metadata": _ignore(_object_or_null),
-    "modalities": _off_unless(lambda v: isinstance(v, list) and set(v) <= {"text"}, "output other than text"),
+    "modalities": _off_unless(lambda v: isinstance(v, list) and all(x == "text" for x in v), "output other than text"),
     "moderation": _off_unless(lambda v: False, "moderation"),
     "parallel_tool_calls": _ignore(_boolean),
     "prediction": _ignore(_object_or_null),      # predicted output only makes a reply faster, not different

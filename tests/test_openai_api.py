@@ -37,7 +37,8 @@ def test_any_body_is_a_request_or_an_api_error(chat, data):
 def test_values_that_used_to_break():
     body = {"messages": [{"role": "user", "content": "hi"}]}
     for extra in ({"logit_bias": {"9" * 5000: 1}}, {"temperature": 10**400}, {"max_tokens": True},
-                  {"stop": ["a"] * 17}, {"messages": [{"role": "user", "content": [{"type": "text", "text": 5}]}]}):
+                  {"stop": ["a"] * 17}, {"messages": [{"role": "user", "content": [{"type": "text", "text": 5}]}]},
+                  {"modalities": [["text"]]}):
         try:
             parse({**body, **extra}, True, CTX)
             raise AssertionError(f"accepted {extra}")
