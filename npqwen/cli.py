@@ -18,7 +18,7 @@ from .errors import NpqwenError
 from .generation import context_limit, generate
 from .generation_config import default_settings, eos_token_ids, read_generation_config
 from .hub import add_revision_option, resolve_model
-from .model import load_model
+from .model import add_weights_option, load_model
 from .sampling import SamplingSettings
 from .tokenizer import HideThinking, Tokenizer
 
@@ -53,9 +53,7 @@ def _parser():
     p.add_argument("--top-p", type=float, help="nucleus sampling, in (0, 1]")
     p.add_argument("--min-p", type=float, help="drop tokens below min-p x the top probability, in [0, 1]")
     p.add_argument("--repetition-penalty", type=float, help="> 0; 1 = off")
-    p.add_argument("--weights", choices=("auto", "float32", "bf16", "stream"), default="auto",
-                   help="float32: upcast all weights once; bf16: keep them as stored, memory-mapped, at half "
-                        "the memory (the same output bit for bit); stream: the same as bf16; auto: see the README")
+    add_weights_option(p)
     p.add_argument("--seed", type=int, default=None, help="an integer >= 0, any size: same seed, same output")
     p.add_argument("--chat", action="store_true", help="wrap the prompt in the checkpoint's chat template; "
                    "without a prompt, an interactive multi-turn chat")

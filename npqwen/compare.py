@@ -31,7 +31,7 @@ from .cli import _Parser, _printable, model_folder, run_tool
 from .config import ModelConfig
 from .errors import NpqwenError
 from .logprobs import BLOCK_FLOATS, log_softmax, logit_blocks
-from .model import load_model
+from .model import add_weights_option, load_model
 from .tokenizer import Tokenizer
 from .weights import open_safetensors
 
@@ -231,7 +231,7 @@ def _parser():
     add_revision_option(p)
     p.add_argument("--reference", required=True, metavar="DUMP", help="the other engine's safetensors dump")
     p.add_argument("--tol", type=float, default=1e-4, help="largest relative error that passes (default 1e-4)")
-    p.add_argument("--weights", choices=("auto", "float32", "bf16", "stream"), default="auto")
+    add_weights_option(p)
     return p
 
 

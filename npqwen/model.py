@@ -159,6 +159,14 @@ class Model:
 WEIGHT_MODES = ("auto", "float32", "bf16", "stream")
 
 
+def add_weights_option(parser):
+    """--weights, as every command that loads a model takes it (see load_model)."""
+    parser.add_argument("--weights", choices=WEIGHT_MODES, default="auto",
+                        help="float32: upcast all weights once; bf16: keep them as stored, memory-mapped, at half "
+                             "the memory (the same output bit for bit); stream: the same as bf16; auto (default): "
+                             "float32 if it fits in 3/4 of the available memory, else bf16")
+
+
 def load_model(path: str, weights: str = "auto") -> Model:
     """Read a Hugging Face checkpoint folder (config.json + safetensors).
 

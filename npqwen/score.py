@@ -29,7 +29,7 @@ from .config import ModelConfig
 from .errors import NpqwenError
 from .generation import context_limit
 from .logprobs import Scores, score_rows
-from .model import load_model
+from .model import add_weights_option, load_model
 from .progress import Progress
 from .tokenizer import Tokenizer
 
@@ -244,7 +244,7 @@ def _parser():
     p.add_argument("--top-k", type=int, default=0, metavar="K", help="also list the K most likely tokens at each position")
     p.add_argument("--json", action="store_true", help="one JSON object per token instead of a table")
     p.add_argument("--batch-size", type=int, default=8, help="windows per forward pass (left-padded)")
-    p.add_argument("--weights", choices=("auto", "float32", "bf16", "stream"), default="auto")
+    add_weights_option(p)
     return p
 
 

@@ -28,7 +28,7 @@ from .errors import NpqwenError
 from .generation import context_limit
 from .generation_config import eos_token_ids, read_generation_config
 from .hub import add_revision_option, resolve_model
-from .model import load_model
+from .model import add_weights_option, load_model
 from .openai_api import ApiError, chunk, new_id, now, parse, response
 from .tokenizer import Tokenizer
 
@@ -313,7 +313,7 @@ def _parser():
     add_revision_option(p)
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default: loopback only)")
     p.add_argument("--port", type=int, default=8000, help="port (0: any free one; default 8000)")
-    p.add_argument("--weights", choices=("auto", "float32", "bf16", "stream"), default="auto", help="as for generate")
+    add_weights_option(p)
     p.add_argument("--max-batch", type=int, default=8, help="requests decoded together (default 8)")
     p.add_argument("--prompt-cache-mb", type=float, default=1024,
                    help="memory for the prompt cache of finished requests (0 = off; default 1024)")
