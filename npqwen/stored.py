@@ -41,7 +41,6 @@ class StoredMatrix:
         self.starts = np.cumsum([0] + [p.shape[0] for p in self.parts])   # first row of each part
         self.shape = (int(self.starts[-1]), self.parts[0].shape[1])
         self.dtype = self.parts[0].dtype
-        self.nbytes = sum(p.nbytes for p in self.parts)
         self._tables = {}
 
     def matmul_t(self, x):  # [n, in] float32 -> x @ W.T [n, out]
@@ -74,16 +73,16 @@ class StoredMatrix:
             else:  # every core upcasts a share of the rows
                 w = _buffer("chunk", (r1 - r0) * self.shape[1]).reshape(r1 - r0, self.shape[1])
                 shares = split(r1 - r0)
-                parallel(lambda s: upcast(self.blocks_of(r0 + s.start, r0 + s.stop), w[s]), shares)
+                parallel(lambda s: upcast(self.pieces(r0 + s.start, r0 + s.stop), w[s]), shares)
             np.matmul(x, w.T, out=out[:, r0:r1])
 
     def blocks(self, step):  # -> [(r0, r1, the stored rows r0:r1 as pieces of parts)], kept per step
         if step not in self._tables:
-            self._tables[step] = [(r0, min(r0 + step, self.shape[0]), self.blocks_of(r0, min(r0 + step, self.shape[0])))
+            self._tables[step] = [(r0, min(r0 + step, self.shape[0]), self.pieces(r0, min(r0 + step, self.shape[0])))
                                   for r0 in range(0, self.shape[0], step)]
         return self._tables[step]
 
-    def blocks_of(self, r0, r1):  # rows r0:r1 of the stacked matrix -> the slices of parts that hold them
+    def pieces(self, r0, r1):  # rows r0:r1 of the stacked matrix -> the slices of parts that hold them
         pieces = []
         for p, s in zip(self.parts, self.starts):
             a, b = max(r0 - s, 0), min(r1 - s, p.shape[0])
