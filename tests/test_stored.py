@@ -22,7 +22,7 @@ def product(shapes, n):
 
 
 @pytest.mark.parametrize("shapes", SHAPES)
-@pytest.mark.parametrize("n", [1, stored.PREFILL_ROWS, 100])
+@pytest.mark.parametrize("n", [1, stored.BIT_EXACT_FROM, 100, stored.CHUNKED_FROM])
 def test_decode_and_prefill_products_equal_the_float32_product(shapes, n):
     """One row (decode) and many (prefill): bit for bit."""
     got, want = product(shapes, n)
@@ -30,7 +30,7 @@ def test_decode_and_prefill_products_equal_the_float32_product(shapes, n):
 
 
 @pytest.mark.parametrize("shapes", SHAPES)
-@pytest.mark.parametrize("n", [2, 3, 8, stored.PREFILL_ROWS - 1])
+@pytest.mark.parametrize("n", [2, 3, 8, stored.BIT_EXACT_FROM - 1])
 def test_a_few_rows_round_alike_to_a_few_ulps(shapes, n):
     """2 to 31 rows (batched decode): BLAS multiplies a small block with another kernel than the
     whole matrix (OpenBLAS's small-matrix GEMM), which sums in another order; the results then
