@@ -19,6 +19,7 @@ from .config import ModelConfig
 from .errors import NpqwenError
 from .mlp import DenseMLP, SparseMoE, load_dense_mlp, load_sparse_moe
 from .progress import Progress
+from .threads import blas_threads
 from .primitives import linear, rms_norm, rope_cos_sin, rope_inv_freq
 from .deltanet import GatedDeltaNet, load_gated_deltanet
 from .weights import Upcast, check_tensors, norm_weight, open_checkpoint, to_float32
@@ -84,7 +85,8 @@ class Model:
         that applies lm_head_logits a block of positions at a time (logprobs.py)."""
         ids, mask = self._check_inputs(input_ids, attention_mask)
         # NaN/inf are detected layer by layer below, with a clear error instead of numpy's warnings.
-        with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+        # BLAS on one thread, but for the weights' products (threads.py says why).
+        with np.errstate(over="ignore", invalid="ignore", divide="ignore"), blas_threads(1):
             return self._forward(ids, mask, output_hidden_states, cache, logits_to_keep, lm_head)
 
     __call__ = forward

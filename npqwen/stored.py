@@ -25,7 +25,7 @@ import threading
 
 import numpy as np
 
-from .threads import parallel, split
+from .threads import WORKERS, blas_threads, parallel, split
 
 BLOCK_BYTES = 2 << 20    # float32 bytes of rows per block (measured best of 0.5 to 8 MB here, decode and prefill)
 CHUNK_BYTES = 32 << 20   # a long prompt: float32 bytes of rows upcast before one BLAS product (4 to 16 MB: slower)
@@ -78,7 +78,8 @@ class StoredMatrix:
                 w = _buffer("chunk", (r1 - r0) * self.shape[1]).reshape(r1 - r0, self.shape[1])
                 shares = split(r1 - r0)
                 parallel(lambda s: upcast(self.pieces(r0 + s.start, r0 + s.stop), w[s]), shares)
-            np.matmul(x, w.T, out=out[:, r0:r1])
+            with blas_threads(WORKERS):
+                np.matmul(x, w.T, out=out[:, r0:r1])
 
     def blocks(self, step):  # -> [(r0, r1, the stored rows r0:r1 as pieces of parts)], kept per step
         if step not in self._tables:
