@@ -9,7 +9,7 @@ import math
 
 import numpy as np
 
-from .threads import WORKERS, blas_threads, parallel, split
+from .threads import WORKERS, blas_threads, parallel, scratch, split
 
 NEG = np.finfo(np.float32).min  # what transformers adds for "masked" (not -inf, so no NaN on all-masked rows)
 
@@ -238,7 +238,9 @@ def attention(q, k, v, bias):  # [b, H, t, hd], [b, K, s, hd], [b, K, s, hd], [b
     few = G * t <= DECODE_ROWS
     if few:  # decode: K @ q^T (q^T made contiguous) streams the cache twice as fast as q @ K^T
         qT = np.ascontiguousarray(qg.transpose(0, 1, 3, 2))           # [b, K, hd, G*t]
-        scores = np.ascontiguousarray((k @ qT).transpose(0, 1, 3, 2))   # [b, K, G*t, s]
+        kq = np.matmul(k, qT, out=scratch("k @ q^T", (b, K, s, G * t)))
+        scores = scratch("scores", (b, K, G * t, s))                  # [b, K, G*t, s]
+        np.copyto(scores, kq.transpose(0, 1, 3, 2))
     else:
         scores = qg @ k.transpose(0, 1, 3, 2)                         # [b, K, G*t, s]
     grouped = scores.reshape(b, K, G, t, s)                           # a view of the same memory

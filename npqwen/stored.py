@@ -21,11 +21,9 @@ a small block with its small-matrix kernel, which sums in another order: the las
 differ (tests/test_stored.py holds both to it).
 """
 
-import threading
-
 import numpy as np
 
-from .threads import WORKERS, blas_threads, parallel, split
+from .threads import WORKERS, blas_threads, parallel, scratch, split
 
 BLOCK_BYTES = 2 << 20    # float32 bytes of rows per block (measured best of 0.5 to 8 MB here, decode and prefill)
 CHUNK_BYTES = 32 << 20   # a long prompt: float32 bytes of rows upcast before one BLAS product (4 to 16 MB: slower)
@@ -64,7 +62,7 @@ class StoredMatrix:
                 if len(pieces) == 1 and pieces[0].dtype == np.float32:
                     w = pieces[0]                                # float32 as stored: no copy
                 else:
-                    w = _buffer("block", (r1 - r0) * self.shape[1]).reshape(r1 - r0, -1)
+                    w = scratch("block", (r1 - r0, self.shape[1]))
                     upcast(pieces, w)
                 np.matmul(x, w.T, out=out[:, r0:r1])
 
@@ -75,7 +73,7 @@ class StoredMatrix:
             if len(pieces) == 1 and pieces[0].dtype == np.float32:
                 w = pieces[0]
             else:  # every core upcasts a share of the rows
-                w = _buffer("chunk", (r1 - r0) * self.shape[1]).reshape(r1 - r0, self.shape[1])
+                w = scratch("chunk", (r1 - r0, self.shape[1]))
                 shares = split(r1 - r0)
                 parallel(lambda s: upcast(self.pieces(r0 + s.start, r0 + s.stop), w[s]), shares)
             with blas_threads(WORKERS):
@@ -106,14 +104,3 @@ def upcast(pieces, buf):  # stored rows, in order -> float32 buf [rows, in]
 
 def _rows(nbytes, cols):
     return max(ALIGN, nbytes // (4 * cols) // ALIGN * ALIGN)
-
-
-_local = threading.local()
-
-
-def _buffer(kind, size):  # a float32 scratch buffer of this thread's, reused (fresh memory costs page faults)
-    bufs = _local.__dict__.setdefault("buffers", {})
-    if kind not in bufs or bufs[kind].size < size:
-        bufs[kind] = np.empty(size, np.float32)
-    return bufs[kind][:size]
-

@@ -22,7 +22,7 @@ import queue
 import threading
 from contextlib import contextmanager
 
-import numpy as np  # noqa: F401  (loaded first, so that the controller below finds its BLAS)
+import numpy as np  # (loaded first, so that the controller below finds its BLAS)
 from threadpoolctl import ThreadpoolController
 
 _blas = ThreadpoolController()
@@ -104,6 +104,19 @@ def blas_threads(n):
     finally:
         for lib, k in zip(_blas_libs, before):
             lib.set_num_threads(k)
+
+
+_scratch = threading.local()
+
+
+def scratch(kind, shape):
+    """A float32 array of this thread's, reused from call to call: fresh memory is paid for in page
+    faults on first touch, which a decode step would otherwise pay for on every layer."""
+    size = int(np.prod(shape))
+    bufs = _scratch.__dict__.setdefault("buffers", {})
+    if kind not in bufs or bufs[kind].size < size:
+        bufs[kind] = np.empty(size, np.float32)
+    return bufs[kind][:size].reshape(shape)
 
 
 def split(n, parts=None):
