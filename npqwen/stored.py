@@ -55,15 +55,18 @@ class StoredMatrix:
         return out
 
     def _blocks(self, x, out):
-        blocks = self.blocks(_rows(BLOCK_BYTES, self.shape[1]))
+        step = _rows(BLOCK_BYTES, self.shape[1])
+        blocks = self.blocks(step)
 
         def work(share):  # on one core: upcast a block into this thread's buffer, multiply it there
+            # (As little Python per block as can be: while one thread runs it, the other waits for
+            # the GIL, and a thread that had to wait takes tens of microseconds to wake.)
+            buf = scratch("block", (step, self.shape[1]))
             for r0, r1, pieces in blocks[share]:
                 if len(pieces) == 1 and pieces[0].dtype == np.float32:
-                    w = pieces[0]                                # float32 as stored: no copy
+                    w = pieces[0]                  # float32 as stored: no copy
                 else:
-                    w = scratch("block", (r1 - r0, self.shape[1]))
-                    upcast(pieces, w)
+                    w = upcast(pieces, buf[:r1 - r0])
                 np.matmul(x, w.T, out=out[:, r0:r1])
 
         parallel(work, split(len(blocks)))
@@ -95,6 +98,9 @@ class StoredMatrix:
 
 
 def upcast(pieces, buf):  # stored rows, in order -> float32 buf [rows, in]
+    if len(pieces) == 1:
+        np.copyto(buf, pieces[0], casting="unsafe")
+        return buf
     r = 0
     for p in pieces:
         np.copyto(buf[r:r + len(p)], p, casting="unsafe")

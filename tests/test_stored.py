@@ -45,6 +45,8 @@ def test_float32_parts_and_strided_x(monkeypatch):
     w = rng.standard_normal((300, 64), np.float32)
     x = rng.standard_normal((2, 128), np.float32)[:, ::2]      # a view with a stride
     np.testing.assert_array_equal(StoredMatrix([w]).matmul_t(x), x @ w.T)
+    parts = [w[:100], w[100:130], w[130:]]                        # blocks that span parts
+    np.testing.assert_array_equal(StoredMatrix(parts).matmul_t(x), x @ w.T)
 
 
 def test_a_wrong_product_is_caught():
