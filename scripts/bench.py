@@ -18,7 +18,8 @@ matrix-multiply rate, and the memory read bandwidth of --threads threads each su
 a 2 GB array (the machine's, not NumPy's matrix-vector product, which it prints beside it; each
 the median of 7 runs, the best round counting), and reports npqwen's prefill as counted FLOPs/s
 over the matmul rate and its decode as weight bytes read per token (4 per parameter in float32
-mode, 2 in bf16) x tokens/s over the bandwidth. It prints the CPU model and the BLAS library,
+mode, 2 in bf16) x tokens/s over the bandwidth, and decode after the longest prompt as a share of
+decode after the shortest. It prints the CPU model and the BLAS library,
 version, kernel and threads (threadpoolctl) with every table. transformers is measured only if
 torch and transformers are importable.
 Prints a table and writes it as JSON (--json).
@@ -373,6 +374,9 @@ def main():
         _, bytes_tok = work_per_token(cfg, n0, 4 if res["weights"] == "float32" else res["stored_bytes"])
         frac[impl]["decode_tok_s"] = (f"{res['decode_tok_s'] * bytes_tok / 1e9 / ceilings['bandwidth_gbs']:.0%} of "
                                       f"read bandwidth ({bytes_tok / 1e9:.2f} GB/token)")
+        after = decode_key(args, args.lengths[-1])
+        if len(args.lengths) > 1 and res.get(after):  # a long context should cost what its KV cache's bytes cost
+            frac[impl][after] = f"{res[after] / res['decode_tok_s']:.0%} of its decode after {n0} tokens"
 
     metrics = [f"prefill_{n}_tok_s" for n in args.lengths] + ["decode_tok_s"] + \
               ([f"decode_after_{args.lengths[-1]}_tok_s"] if len(args.lengths) > 1 else []) + \
