@@ -3,6 +3,7 @@
 import threading
 
 import numpy as np
+import pytest
 from hypothesis import given, strategies as st
 
 from npqwen import threads
@@ -29,6 +30,45 @@ def test_parallel_keeps_order_and_runs_nested_calls_serially():
 
     assert threads.parallel(outer, [0, 5]) == [[0, 10, 20], [50, 60, 70]]
     assert len(seen) == 6
+
+
+def blas_count():
+    return max(lib.get_num_threads() for lib in threads._blas_libs)
+
+
+def test_a_failing_part_raises_in_the_caller_and_the_pool_goes_on():
+    """An exception in any part (the worker's or the caller's own) reaches the caller, after every
+    part has finished, and BLAS gets its threads back."""
+    before = blas_count()
+
+    def part(i):
+        if i == 1:
+            raise ValueError("part 1")
+        return i
+
+    for parts in ([0, 1], [1, 0], [0, 1, 2, 3, 4]):
+        with pytest.raises(ValueError, match="part 1"):
+            threads.parallel(part, parts)
+        assert blas_count() == before
+    assert threads.parallel(lambda i: i + 1, range(5)) == [1, 2, 3, 4, 5]
+
+
+def test_blas_threads_sets_and_restores_and_stays_single_inside_parts():
+    if not threads._blas_libs:
+        pytest.skip("no BLAS library that threadpoolctl can control")
+    before = blas_count()
+    with threads.blas_threads(1):
+        assert blas_count() == 1
+        with threads.blas_threads(threads.WORKERS):
+            assert blas_count() == threads.WORKERS
+        assert blas_count() == 1
+    assert blas_count() == before
+
+    def inside(_):
+        with threads.blas_threads(threads.WORKERS):  # a product inside a part keeps its one thread
+            return blas_count()
+
+    assert threads.parallel(inside, [0, 1]) == ([1, 1] if threads.WORKERS > 1 else [before, before])
 
 
 def test_heads_on_separate_threads_equal_one_call():
