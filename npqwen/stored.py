@@ -3,33 +3,28 @@
 NumPy has no bf16 matrix product: BLAS wants float32. Upcasting every weight once at load (the
 float32 mode) doubles the memory, and decode then reads 4 bytes per parameter per token. A
 StoredMatrix instead keeps the memory-mapped rows as stored and, for each product, upcasts a
-block of rows into a small float32 buffer and multiplies it while it is still in the CPU's
-cache: memory carries only the 2 stored bytes of each parameter.
+block of about BLOCK_BYTES of rows into a small float32 buffer and multiplies it while it is still
+in the CPU's cache: memory carries only the 2 stored bytes of each parameter. The blocks are
+shared out over the cores (threads.py), each upcast and multiplied there by BLAS on one thread,
+for one row of x (decode) as for thousands (a prompt). (A long prompt's product could instead
+upcast large chunks on every core and then hand one product to BLAS on all cores: measured, that
+was level with blocks for a dense model's 1024- and 4096-token prompts and slower for the hybrid
+and MoE ones, whose products are followed by steps that BLAS's spinning threads slow down.)
 
-    up to CHUNKED_FROM rows of x      blocks of about BLOCK_BYTES of float32 rows, shared out over
-    (decode, a short prompt):        the cores (threads.py), each upcast and multiplied there by BLAS
-                                     on one thread, while the block is still in the core's cache;
-    more rows (a long prompt):       the product itself dominates, and BLAS runs a large one best on
-                                     all cores: CHUNK_BYTES of rows at a time are upcast by every
-                                     core, then multiplied by BLAS on every core.
-
-Either way an output is the dot product of the same float32 numbers as `x @ W.T` in the float32
-mode, computed by the same BLAS kernel: blocks start at multiples of 64 rows, and BLAS computes a
-row's dot product alike whatever rows surround it, so for one row (decode) and for 32 or more
-(prefill) logits are bit for bit those of the float32 mode. For 2 to 31 rows OpenBLAS multiplies
-a small block with its small-matrix kernel, which sums in another order: the last bits of float32
-differ (tests/test_stored.py holds both to it).
+An output is the dot product of the same float32 numbers as `x @ W.T` in the float32 mode,
+computed by the same BLAS kernel: blocks start at multiples of 64 rows, and BLAS computes a row's
+dot product alike whatever rows surround it, so for one row (decode) and for 32 or more (prefill)
+logits are bit for bit those of the float32 mode. For 2 to 31 rows OpenBLAS multiplies a small
+block with its small-matrix kernel, which sums in another order: the last bits of float32 differ
+(tests/test_stored.py holds both to it).
 """
 
 import numpy as np
 
-from .threads import WORKERS, blas_threads, parallel, scratch, split
+from .threads import parallel, scratch, split
 
-BLOCK_BYTES = 2 << 20    # float32 bytes of rows per block (measured best of 0.5 to 8 MB here, decode and prefill)
-CHUNK_BYTES = 32 << 20   # a long prompt: float32 bytes of rows upcast before one BLAS product (4 to 16 MB: slower)
-CHUNKED_FROM = 256       # x with this many rows or more takes the chunked path (measured: 128 rows of x ran
-                         # 10% faster in blocks, 512 rows 15% faster in chunks)
-BIT_EXACT_FROM = 32      # fewer rows than this (but more than one) may round differently (see above)
+BLOCK_BYTES = 2 << 20    # float32 bytes of rows per block (measured best of 0.5 to 8 MB here)
+BIT_EXACT_FROM = 32      # fewer rows of x than this (but more than one) may round differently (see above)
 ALIGN = 64               # block boundaries, in rows
 SMALL = 1 << 16          # matrices with fewer elements are simply upcast at load (norms, a router)
 
@@ -48,13 +43,6 @@ class StoredMatrix:
     def matmul_t(self, x):  # [n, in] float32 -> x @ W.T [n, out]
         x = np.ascontiguousarray(x, np.float32)
         out = np.empty((x.shape[0], self.shape[0]), np.float32)
-        if x.shape[0] >= CHUNKED_FROM:
-            self._chunks(x, out)
-        else:
-            self._blocks(x, out)
-        return out
-
-    def _blocks(self, x, out):
         step = _rows(BLOCK_BYTES, self.shape[1])
         blocks = self.blocks(step)
 
@@ -70,17 +58,7 @@ class StoredMatrix:
                 np.matmul(x, w.T, out=out[:, r0:r1])
 
         parallel(work, split(len(blocks)))
-
-    def _chunks(self, x, out):
-        for r0, r1, pieces in self.blocks(_rows(CHUNK_BYTES, self.shape[1])):
-            if len(pieces) == 1 and pieces[0].dtype == np.float32:
-                w = pieces[0]
-            else:  # every core upcasts a share of the rows
-                w = scratch("chunk", (r1 - r0, self.shape[1]))
-                shares = split(r1 - r0)
-                parallel(lambda s: upcast(self.pieces(r0 + s.start, r0 + s.stop), w[s]), shares)
-            with blas_threads(WORKERS):
-                np.matmul(x, w.T, out=out[:, r0:r1])
+        return out
 
     def blocks(self, step):  # -> [(r0, r1, the stored rows r0:r1 as pieces of parts)], kept per step
         if step not in self._tables:

@@ -133,14 +133,12 @@ def test_bf16_weights_give_the_same_numbers_bit_for_bit(case, monkeypatch):
     from conftest import CHECKPOINTS
     monkeypatch.setattr(stored, "SMALL", 0)           # these tiny matrices too, in many small blocks
     monkeypatch.setattr(stored, "BLOCK_BYTES", 4096)
-    monkeypatch.setattr(stored, "CHUNK_BYTES", 4096)
-    monkeypatch.setattr(stored, "CHUNKED_FROM", 40)   # 40 rows of x: chunks; 39: blocks
     full = load_model(f"{CHECKPOINTS}/{case}", weights="float32")
     kept = load_model(f"{CHECKPOINTS}/{case}", weights="bf16")
     assert kept.weights_mode == "bf16" and full.weights_mode == "float32"
     assert isinstance(kept.lm_head, StoredMatrix) and kept.embed.dtype == kept.lm_head.dtype   # still as stored
     ids = np.random.default_rng(3).integers(1, 320, (2, 40))
-    for n in (1, 39, 40):  # decode-shaped and prefill-shaped products (both paths): bit for bit
+    for n in (1, 40):  # decode-shaped and prefill-shaped products: bit for bit
         np.testing.assert_array_equal(kept.forward(ids[:1, :n]).logits, full.forward(ids[:1, :n]).logits)
     # 2 rows (tests/test_stored.py: BLAS may round a small block in another order)
     a, b = kept.forward(ids[:, :1]).logits, full.forward(ids[:, :1]).logits
