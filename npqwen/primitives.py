@@ -194,7 +194,13 @@ def apply_rope(x, cos, sin):  # [b, heads, t, hd], [b, t, r], [b, t, r] -> [b, h
     if r < x.shape[-1]:
         return np.concatenate([apply_rope(x[..., :r], cos, sin), x[..., r:]], axis=-1)
     cos, sin = cos[:, None], sin[:, None]  # broadcast over heads
-    return x * cos + rotate_half(x) * sin
+    # x * cos + rotate_half(x) * sin, the same numbers computed a half at a time: no full-size
+    # temporaries but the result (rope was 6% of a 1024-token Qwen3 prefill)
+    h = r // 2
+    out = x * cos
+    out[..., :h] -= x[..., h:] * sin[..., :h]
+    out[..., h:] += x[..., :h] * sin[..., h:]
+    return out
 
 
 # ---------------------------------------------------------------------------------------------

@@ -104,6 +104,16 @@ def test_rope_rotates_pairs_i_and_i_plus_half(seed, hd, base, t):
     np.testing.assert_allclose(out, want, rtol=1e-4, atol=2e-4 * max(1.0, float(np.abs(x).max())))
 
 
+@given(st.integers(1, 3), st.integers(1, 9), st.sampled_from([4, 8, 64]), st.integers(0, 2**31 - 1))
+def test_apply_rope_is_the_rotate_half_formula_exactly(heads, t, hd, seed):
+    """apply_rope computes its halves in place; the numbers are those of x * cos + rotate_half(x) * sin."""
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((2, heads, t, hd)).astype(np.float32)
+    inv_freq, _ = rope_inv_freq(hd, {"rope_theta": 10000.0, "rope_type": "default"}, 64)
+    cos, sin = rope_cos_sin(inv_freq, rng.integers(0, 5000, (2, t)))
+    np.testing.assert_array_equal(apply_rope(x, cos, sin), x * cos[:, None] + rotate_half(x) * sin[:, None])
+
+
 def test_rotate_half_by_hand():
     np.testing.assert_array_equal(rotate_half(np.array([1.0, 2.0, 3.0, 4.0], np.float32)), [-3.0, -4.0, 1.0, 2.0])
 
