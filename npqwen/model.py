@@ -19,8 +19,8 @@ from .config import ModelConfig
 from .errors import NpqwenError
 from .mlp import DenseMLP, SparseMoE, load_dense_mlp, load_sparse_moe
 from .progress import Progress
-from .threads import blas_threads
 from .primitives import linear, rms_norm, rope_cos_sin, rope_inv_freq
+from .threads import blas_threads
 from .deltanet import GatedDeltaNet, load_gated_deltanet
 from .weights import Upcast, check_tensors, norm_weight, open_checkpoint, to_float32
 

@@ -9,6 +9,7 @@ import math
 
 import numpy as np
 
+from .stored import SMALL
 from .threads import WORKERS, blas_threads, parallel, scratch, split
 
 NEG = np.finfo(np.float32).min  # what transformers adds for "masked" (not -inf, so no NaN on all-masked rows)
@@ -35,9 +36,10 @@ def linear(x, w, b=None):  # [..., in], [out, in], [out] or None -> [..., out]
 
 
 # A weight with fewer elements (Qwen3.5's [2 Hv, d] beta|alpha projection, a shared expert's gate:
-# the ones bf16 mode upcasts at load, stored.SMALL) is multiplied on one thread. On all cores, BLAS's threads keep spinning after it, and slowed the parallel steps
-# after them: a 128-token prefill of the Qwen3.5-0.8B shape with bf16 weights took 1.99 s instead of 1.19.
-WIDE_FROM = 1 << 16
+# the ones bf16 mode upcasts at load) is multiplied on one thread. On all cores, BLAS's threads keep
+# spinning after it, and slowed the parallel steps after them: a 128-token prefill of the
+# Qwen3.5-0.8B shape with bf16 weights took 1.99 s instead of 1.19.
+WIDE_FROM = SMALL
 
 
 def rms_norm(x, weight, eps):  # [..., d], [d] -> [..., d]

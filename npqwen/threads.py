@@ -10,8 +10,8 @@ They fight even after a BLAS call returns: its threads keep spinning for a while
 next call, on the cores that npqwen's workers need. (Measured: a 128-token prefill with bf16
 weights took 1.3 s where a BLAS call on both cores came before each parallel step, 0.75 s with
 BLAS on one thread throughout.) So a forward pass runs with BLAS on one thread (`blas_threads(1)`,
-model.py), and only a product large enough to use every core well, a float32 weight's or a long
-prompt's chunk of stored rows, is handed all of them (`blas_threads(WORKERS)`).
+model.py), and only a product large enough to use every core well, a large float32 weight's, is
+handed all of them (`blas_threads(WORKERS)`, primitives.linear).
 
 The number of workers is BLAS's own thread count (OPENBLAS_NUM_THREADS, OMP_NUM_THREADS, or the
 cores this process may use), so one setting governs both.
