@@ -165,7 +165,7 @@ def add_weights_option(parser):
     """--weights, as every command that loads a model takes it (see load_model)."""
     parser.add_argument("--weights", choices=WEIGHT_MODES, default="auto",
                         help="float32: upcast all weights once; bf16: keep them as stored, memory-mapped, at half "
-                             "the memory (the same output bit for bit); stream: the same as bf16; auto (default): "
+                             "the memory (the same products, summed in BLAS's order); stream: the same as bf16; auto (default): "
                              "float32 if it fits in 3/4 of the available memory, else bf16")
 
 
@@ -174,8 +174,8 @@ def load_model(path: str, weights: str = "auto") -> Model:
 
     weights="float32": upcast every tensor once and keep it (4 bytes per parameter in memory).
     weights="bf16": keep the stored (bf16) matrices memory-mapped, as stored; each product upcasts a
-    cache-sized block of rows at a time (stored.py). Half the memory, the same logits bit for bit,
-    and a checkpoint larger than memory still runs, its pages read from disk as needed.
+    cache-sized block of rows at a time (stored.py). Half the memory, the same logits up to the
+    order in which BLAS sums a product (within float32 rounding), and a checkpoint larger than memory still runs, its pages read from disk as needed.
     weights="stream": the same as bf16 (its name before bf16 had its own fast path).
     weights="auto": see choose_weights; model.weights_reason says why."""
     path = os.fspath(path)

@@ -103,7 +103,7 @@ def test_explain_command_on_the_demo_with_plot(tmp_path):
     data = png.read_bytes()
     assert data[:8] == b"\x89PNG\r\n\x1a\n" and 10_000 < len(data) < 5_000_000
     w, h = int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
-    assert 400 <= w <= 4000 and 200 <= h <= 2000
+    assert 400 <= w <= 4000 and 200 <= h <= 3000   # (taller where no CJK font draws the tokens: escaped bytes)
 
 
 def test_info_counts_match_the_published_sizes():

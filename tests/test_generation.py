@@ -125,12 +125,17 @@ def test_nan_stops_generation_naming_the_layer():
 
 @pytest.mark.parametrize("case", ["gqa3_bf16", "mha_f32_tied", "mqa_bf16_sharded", "qwen3_moe_step2",
                                   "qwen3_5_moe_released", "qwen3_next"])
-def test_bf16_weights_give_the_same_numbers_bit_for_bit(case, monkeypatch):
-    """bf16 weights (kept as stored, each product upcasting a block of rows at a time) compute the
-    float32 mode's numbers exactly: the same products of the same float32 numbers."""
+def test_bf16_weights_give_the_float32_numbers_up_to_rounding(case, monkeypatch):
+    """bf16 weights (kept as stored, each product upcasting a block of rows at a time) multiply the
+    float32 mode's numbers; only BLAS's order of summation may differ (stored.py), by kernel and
+    thread count. So the logits agree to 1e-5 relative error (ten times tighter than the golden
+    tolerance; measured: at most 1.4e-6 on OpenBLAS's Haswell kernel, 0 on its SkylakeX kernel), both
+    modes match transformers, and greedy generation gives the same tokens."""
     from npqwen import load_model, stored
     from npqwen.stored import StoredMatrix
-    from conftest import CHECKPOINTS
+    from conftest import CHECKPOINTS, REFERENCES
+    from safetensors.numpy import load_file
+    from test_golden import TOL, rel_err
     monkeypatch.setattr(stored, "SMALL", 0)           # these tiny matrices too, in many small blocks
     monkeypatch.setattr(stored, "BLOCK_BYTES", 4096)
     full = load_model(f"{CHECKPOINTS}/{case}", weights="float32")
@@ -138,11 +143,11 @@ def test_bf16_weights_give_the_same_numbers_bit_for_bit(case, monkeypatch):
     assert kept.weights_mode == "bf16" and full.weights_mode == "float32"
     assert isinstance(kept.lm_head, StoredMatrix) and kept.embed.dtype == kept.lm_head.dtype   # still as stored
     ids = np.random.default_rng(3).integers(1, 320, (2, 40))
-    for n in (1, 40):  # decode-shaped and prefill-shaped products: bit for bit
-        np.testing.assert_array_equal(kept.forward(ids[:1, :n]).logits, full.forward(ids[:1, :n]).logits)
-    # 2 rows (tests/test_stored.py: BLAS may round a small block in another order)
-    a, b = kept.forward(ids[:, :1]).logits, full.forward(ids[:, :1]).logits
-    np.testing.assert_allclose(a, b, rtol=0, atol=1e-5 * np.abs(b).max())
+    for rows, n in ((1, 1), (1, 40), (2, 1), (2, 40)):   # decode- and prefill-shaped products, 1 and 2 rows
+        a, b = kept.forward(ids[:rows, :n]).logits, full.forward(ids[:rows, :n]).logits
+        assert rel_err(a, b) < 1e-5, (rows, n, rel_err(a, b))
+    ref = load_file(f"{REFERENCES}/{case}.safetensors")
+    assert rel_err(kept.forward(ref["p0.input_ids"]).logits, ref["p0.logits"]) < TOL
     assert generate_batch(kept, ids.tolist(), 6, eos_ids=[]) == generate_batch(full, ids.tolist(), 6, eos_ids=[])
     assert load_model(f"{CHECKPOINTS}/{case}", weights="stream").weights_mode == "bf16"   # the old name
 

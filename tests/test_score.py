@@ -41,10 +41,38 @@ def perplexity_of(s):
 def check(s, ref, name, top=True):
     assert np.array_equal(s.ids, ref[f"{name}.ids"][1:])
     assert np.abs(s.logprobs - ref[f"{name}.logprobs"]).max() < LOGPROB_TOL
-    assert np.array_equal(s.ranks, ref[f"{name}.ranks"])
+    want_lp = ref[f"{name}.logprobs"]
+    assert ranks_agree_up_to_ties(s.ranks, ref[f"{name}.ranks"], want_lp, ref.get(f"{name}.top_logprobs"))
     if top:
-        assert np.array_equal(s.top_ids, ref[f"{name}.top_ids"])
         assert np.abs(s.top_logprobs - ref[f"{name}.top_logprobs"]).max() < LOGPROB_TOL
+        assert ids_agree_up_to_ties(s.top_ids, ref[f"{name}.top_ids"], ref[f"{name}.top_logprobs"])
+
+
+# Ranks and the order of the top tokens are exact integers, but two tokens whose log-probabilities
+# are within rounding of each other may come out in either order, by BLAS kernel (on OpenBLAS's
+# Haswell and SkylakeX kernels they have not): a difference is accepted only between such near ties.
+TIE = 2 * LOGPROB_TOL
+
+
+def ranks_agree_up_to_ties(got, want, want_lp, want_top_lp):
+    for p in np.flatnonzero(got != want):
+        if abs(int(got[p]) - int(want[p])) != 1:
+            return False
+        visible = want_top_lp is not None and want[p] <= want_top_lp.shape[1]
+        if visible and not (np.abs(np.delete(want_top_lp[p], want[p] - 1) - want_lp[p]) <= TIE).any():
+            return False   # a rank that moved with no near tie in sight
+    return True
+
+
+def ids_agree_up_to_ties(got_ids, want_ids, want_lp):
+    for p, j in zip(*np.nonzero(got_ids != want_ids)):
+        partner = np.flatnonzero(want_ids[p] == got_ids[p, j])
+        if partner.size:   # swapped with another of the top tokens: only a near tie may swap
+            if abs(want_lp[p, partner[0]] - want_lp[p, j]) > TIE:
+                return False
+        elif j != want_ids.shape[1] - 1:
+            return False   # a token from outside the top k: only in the last place (its value is checked above)
+    return True
 
 
 @pytest.fixture(scope="module")

@@ -1,6 +1,12 @@
-"""stored.StoredMatrix: bf16 rows kept as stored, multiplied a block at a time, give exactly the
-products of the float32 mode (x @ W.T on the upcast matrix), at realistic sizes where BLAS uses
-its threads and its vector kernels."""
+"""stored.StoredMatrix: bf16 rows kept as stored, multiplied a block at a time, give the products of
+the float32 mode (x @ W.T on the upcast matrix) up to the order in which BLAS sums them, at
+realistic sizes where BLAS uses its threads and its vector kernels.
+
+Which order BLAS sums in depends on its kernel, blocking, thread count and the number of rows, so
+no test here asks for equal bits. Each holds the products to the rounding bound of a K-term dot
+product, which any summation order satisfies: two float32 sums of the same terms differ by at most
+2 * gamma_K * sum |x_i w_i|, gamma_K = K u / (1 - K u), u = 2^-24 (Higham, Accuracy and
+Stability of Numerical Algorithms, 3.1). A block of wrong rows is off by far more (the last test)."""
 
 import ml_dtypes
 import numpy as np
@@ -13,30 +19,32 @@ from npqwen.stored import StoredMatrix
 SHAPES = [[(1152, 896)], [(896, 4864)], [(896, 896), (128, 896), (128, 896)], [(7, 300)]]
 
 
+def rounding_bound(x, w):  # [n, K], [out, K] -> [n, out]: how far two summation orders of x @ w.T may be apart
+    K = x.shape[1]
+    u = 2.0 ** -24
+    gamma = K * u / (1 - K * u)
+    return 2 * gamma * (np.abs(x.astype(np.float64)) @ np.abs(w.astype(np.float64)).T)
+
+
+def within_rounding(got, x, w):
+    want = x @ w.T
+    return got.shape == want.shape and bool(np.all(np.abs(got.astype(np.float64) - want) <= rounding_bound(x, w)))
+
+
 def product(shapes, n):
     rng = np.random.default_rng(n)
     parts = [rng.standard_normal(s, np.float32).astype(ml_dtypes.bfloat16) for s in shapes]
     x = rng.standard_normal((n, shapes[0][1]), np.float32)
     whole = np.concatenate([p.astype(np.float32) for p in parts])
-    return StoredMatrix(parts).matmul_t(x), x @ whole.T
+    return StoredMatrix(parts).matmul_t(x), x, whole
 
 
 @pytest.mark.parametrize("shapes", SHAPES)
-@pytest.mark.parametrize("n", [1, stored.BIT_EXACT_FROM, 100, 1024])
-def test_decode_and_prefill_products_equal_the_float32_product(shapes, n):
-    """One row (decode) and many (prefill): bit for bit."""
-    got, want = product(shapes, n)
-    np.testing.assert_array_equal(got, want)
-
-
-@pytest.mark.parametrize("shapes", SHAPES)
-@pytest.mark.parametrize("n", [2, 3, 8, stored.BIT_EXACT_FROM - 1])
-def test_a_few_rows_round_alike_to_a_few_ulps(shapes, n):
-    """2 to 31 rows (batched decode): BLAS multiplies a small block with another kernel than the
-    whole matrix (OpenBLAS's small-matrix GEMM), which sums in another order; the results then
-    differ in the last bits of float32, never by more than this."""
-    got, want = product(shapes, n)
-    np.testing.assert_allclose(got, want, rtol=0, atol=1e-6 * np.abs(want).max())
+@pytest.mark.parametrize("n", [1, 2, 3, 8, 31, 32, 100, 1024])
+def test_products_equal_the_float32_product_up_to_summation_order(shapes, n):
+    """One row (decode), a few (batched decode) and many (prefill)."""
+    got, x, whole = product(shapes, n)
+    assert within_rounding(got, x, whole)
 
 
 def test_float32_parts_and_strided_x(monkeypatch):
@@ -44,15 +52,17 @@ def test_float32_parts_and_strided_x(monkeypatch):
     rng = np.random.default_rng(0)
     w = rng.standard_normal((300, 64), np.float32)
     x = rng.standard_normal((2, 128), np.float32)[:, ::2]      # a view with a stride
-    np.testing.assert_array_equal(StoredMatrix([w]).matmul_t(x), x @ w.T)
+    assert within_rounding(StoredMatrix([w]).matmul_t(x), x, w)
     parts = [w[:100], w[100:130], w[130:]]                        # blocks that span parts
-    np.testing.assert_array_equal(StoredMatrix(parts).matmul_t(x), x @ w.T)
+    assert within_rounding(StoredMatrix(parts).matmul_t(x), x, w)
 
 
 def test_a_wrong_product_is_caught():
-    """The comparison above can fail: a block upcast from the wrong rows is seen."""
+    """The bound above can fail: a block upcast from the wrong rows is far outside it."""
     rng = np.random.default_rng(1)
     w = rng.standard_normal((256, 64), np.float32).astype(ml_dtypes.bfloat16)
     m = StoredMatrix([w[:128], w[64:192]])
     x = rng.standard_normal((1, 64), np.float32)
-    assert not np.array_equal(m.matmul_t(x), x @ w[:256].astype(np.float32).T)
+    assert not within_rounding(m.matmul_t(x), x, w[:256].astype(np.float32))
+    one_ulp_off = StoredMatrix([w]).matmul_t(x) * np.float32(1 + 2 ** -10)   # a bf16-sized error in every output
+    assert not within_rounding(one_ulp_off, x, w.astype(np.float32))

@@ -82,4 +82,6 @@ def test_heads_on_separate_threads_equal_one_call():
             rng.standard_normal((b, H, dk, dv)).astype(np.float32))
     whole, split = delta_rule_chunked(*args), over_heads(delta_rule_chunked, *args)
     for a, c in zip(whole, split):
-        np.testing.assert_array_equal(a, c)
+        # (the same sums, but not always in the same order: a slice of the heads is a strided view,
+        # which NumPy may multiply with its own loop instead of BLAS; so float32 rounding, not equal bits)
+        assert a.shape == c.shape and np.linalg.norm(a - c) <= 1e-6 * np.linalg.norm(a)
