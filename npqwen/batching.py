@@ -34,7 +34,7 @@ from .deltanet import DeltaState
 from .errors import NpqwenError
 from .generation import Token, context_limit
 from .model import available_memory
-from .logprobs import step_logprobs
+from .logprobs import logit_blocks, score_normed, step_logprobs
 from .sampling import SamplingSettings, draw, processed_logits
 
 ROOM = 256   # decode steps the batch cache is sized for beyond its longest row, before it is rebuilt
@@ -51,13 +51,18 @@ class Request:
     logit_bias: dict | None = None                      # {token id: added to its logit}
     cancelled: bool = False                             # set by the client's side; the row leaves at the next step
     logprobs: int | None = None                         # K: each token carries its logprob and K alternatives
+    prompt_logprobs: int | None = None                  # K: the prompt's tokens are scored too (echo), each with
+                                                        # its logprob under the model and K alternatives; with
+                                                        # max_new_tokens 0, the prompt is scored and nothing generated
 
 
 @dataclass
 class Event:
     """What one step produced for one request."""
     text: str = ""                                      # new text: joined, the completion (stop strings cut off)
-    token: Token | None = None                          # the token sampled at this step
+    token: Token | None = None                          # the token sampled at this step (None: nothing generated)
+    prompt: list | None = None                          # with prompt_logprobs, on the first event: the prompt's
+                                                        # tokens as Token (the first one's logprob None)
     finish_reason: str | None = None                    # "stop" (eos or a stop string) or "length" (max tokens, context)
     usage: dict | None = None                           # on the last event: prompt, completion and cached token counts
     error: str | None = None                            # the request failed: nothing else comes
@@ -207,6 +212,7 @@ class _Row:
             for i, b in req.logit_bias.items():
                 self.bias[i] = b
         self.logits = None        # [V]: the distribution of its next token
+        self.prompt_tokens = None # with prompt_logprobs: the prompt scored, until the first event carries it
         self.stored = 0           # positions whose keys and values are cached
         self.own = None           # its own KVCache, until it joins the batch cache
         self.slot = None          # its row in the batch cache
@@ -294,22 +300,50 @@ class Engine:
             return None
         try:
             row = _Row(req, self.tok, self.limit, self.cfg.vocab_size)
-            if row.steps < 1:
+            scoring = req.prompt_logprobs is not None
+            if row.steps < 1 and not (scoring and req.max_new_tokens == 0 and row.n <= self.limit):
                 raise NpqwenError(f"the prompt is {row.n} tokens long; the model's context is {self.limit} tokens, "
                                   f"leaving no room to generate")
-            # (a hybrid model's DeltaNet state cannot be rewound to a shared prefix: no prompt cache there)
-            n, k, v = self.prompt_cache.lookup(req.prompt) if not self.cfg.hybrid else (0, None, None)
+            # (a hybrid model's DeltaNet state cannot be rewound to a shared prefix: no prompt cache there;
+            # a prompt to score needs the logits of every position: no prompt cache either)
+            hit = not (self.cfg.hybrid or scoring)
+            n, k, v = self.prompt_cache.lookup(req.prompt) if hit else (0, None, None)
             row.own = _new_cache(self.cfg, 1, row.n)
             if n:
                 row.own.k[:, 0, :, :n], row.own.v[:, 0, :, :n] = k[:, :, :n], v[:, :, :n]
                 row.own.length = n
             ids = np.asarray(req.prompt[n:], np.int64)[None]
-            row.logits = self.model.forward(ids, cache=row.own, logits_to_keep=1).logits[0, -1]
+            if scoring:
+                normed = self.model.forward(ids, cache=row.own, lm_head=False).hidden_states[-1]   # [1, n, d]
+                row.prompt_tokens = self._scored_prompt(req, ids, normed)
+                row.logits = next(logit_blocks(self.model, normed, row.n - 1, row.n))[1][0, -1]
+            else:
+                row.logits = self.model.forward(ids, cache=row.own, logits_to_keep=1).logits[0, -1]
             row.stored, row.cached = row.n, n
+            if row.steps < 1:   # scored, nothing to generate (max_tokens 0)
+                req.on_event(Event(prompt=row.prompt_tokens, finish_reason="length",
+                                   usage={"prompt_tokens": row.n, "completion_tokens": 0, "cached_tokens": 0}))
+                return None
             return row
         except NpqwenError as e:
             req.on_event(Event(error=str(e)))
             return None
+
+    def _scored_prompt(self, req, ids, normed):
+        """The prompt's tokens, each (but the first, which nothing predicts) with its log-probability
+        under the model and the K most likely alternatives: what `python -m npqwen.score` reports for
+        these ids, read off the prefill's own hidden states. Each token's text is what it adds to
+        the prompt's text (special tokens included, as echo shows them)."""
+        s = score_normed(self.model, normed, ids, top_k=req.prompt_logprobs)[0]
+        stream, tokens = self.tok.stream(skip_special_tokens=False), []
+        for p, i in enumerate(req.prompt):
+            t = Token(int(i), stream.feed(i))
+            if p:
+                t.logprob = float(s.logprobs[p - 1])
+                t.top_logprobs = [(int(a), float(b)) for a, b in zip(s.top_ids[p - 1], s.top_logprobs[p - 1])]
+            tokens.append(t)
+        tokens[-1].text += stream.flush()
+        return tokens
 
     def _sample(self, row):
         """Choose the row's next token, as `generate` does, and report it."""
@@ -327,7 +361,8 @@ class Engine:
         token = Token(tok, piece)
         if req.logprobs is not None:  # under the distribution it was drawn from, as generate reports them
             token.logprob, token.top_logprobs = step_logprobs(scores, np.array([tok]), req.logprobs)[0]
-        event = Event(text=text, token=token, finish_reason=reason)
+        event = Event(text=text, token=token, finish_reason=reason, prompt=row.prompt_tokens)
+        row.prompt_tokens = None
         if reason:
             row.finished = True
             event.usage = {"prompt_tokens": len(req.prompt), "completion_tokens": row.generated,

@@ -91,9 +91,15 @@ def score_rows(model, ids, attention_mask=None, first=None, top_k=0) -> list:
     row r, the Scores of its tokens ids[r, first[r]:], each under the distribution the model
     predicts from the tokens before it (first[r] >= 1 and past the row's padding; default 1)."""
     ids = np.asarray(ids)
+    normed = model.forward(ids, attention_mask, lm_head=False).hidden_states[-1]   # [b, T, d]
+    return score_normed(model, normed, ids, first, top_k)
+
+
+def score_normed(model, normed, ids, first=None, top_k=0) -> list:
+    """score_rows from the final-normed hidden states [b, T, d] of a forward already run over ids
+    (the server's prefill, which also fills its cache)."""
     b, T = ids.shape
     first = np.ones(b, np.int64) if first is None else np.asarray(first, np.int64)
-    normed = model.forward(ids, attention_mask, lm_head=False).hidden_states[-1]   # [b, T, d]
     start = int(first.min()) - 1                               # the first position that predicts
     n = T - 1 - start
     lp, rk = np.empty((b, n), np.float32), np.empty((b, n), np.int64)

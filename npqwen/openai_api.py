@@ -137,7 +137,7 @@ def _penalty(v, g, ctx, name):
 
 
 def _max_tokens(v, g, ctx, name):
-    g.max_tokens = _integer(v, name, 1)
+    g.max_tokens = _integer(v, name, 0)   # 0: only with echo (parse checks), to score the prompt alone
 
 
 def _sampling(check):
@@ -223,8 +223,11 @@ def _reasoning_effort(v, g, ctx, name):
     efforts = ("none", "minimal", "low", "medium", "high", "xhigh", "max")
     if v not in efforts:
         raise ApiError(f"'{name}' must be one of {', '.join(efforts)}, found {_found(v)}", name)
-    if ctx["can_think"]:   # Qwen3: the chat template's enable_thinking; other models do not reason
+    if ctx["can_think"]:   # Qwen3: the chat template's enable_thinking
         g.enable_thinking = v not in ("none", "minimal")
+    elif v not in ("none", "minimal"):   # a model that does not reason cannot be asked to
+        raise _unsupported(name, f"reasoning_effort '{v}' for a model whose chat template has no reasoning "
+                                 f"switch (only 'none' or 'minimal')")
 
 
 def _logprobs(v, g, ctx, name):
@@ -334,6 +337,10 @@ def parse(body: dict, chat: bool, ctx: dict) -> Generation:
             fields[name](v, g, ctx, name)
     if chat and body.get("top_logprobs") is not None and not g.want_logprobs:
         raise ApiError("'top_logprobs' needs 'logprobs': true", "top_logprobs")
+    if g.max_tokens == 0 and not g.echo:
+        name = "max_tokens" if body.get("max_tokens") is not None else "max_completion_tokens"
+        raise ApiError(f"'{name}' must be at least 1, found 0 (0 is accepted with 'echo': true, to score the "
+                       f"prompt without generating)", name)
     return g
 
 
@@ -371,7 +378,10 @@ def _messages(v):
         content = m.get("content")
         if content is None and role != "assistant":
             raise ApiError(f"'{at}.content' is required", f"{at}.content")
-        message = {"role": ROLES[role], "content": _text(content, f"{at}.content")}
+        text = _text(content, f"{at}.content")
+        if m.get("refusal") is not None:   # what an assistant said when it declined: part of its reply
+            text = "\n".join(t for t in (text, _string(m["refusal"], f"{at}.refusal")) if t)
+        message = {"role": ROLES[role], "content": text}
         if m.get("name") is not None:
             message["name"] = m["name"]
         out.append(message)
@@ -431,12 +441,15 @@ def usage_object(u):
             "prompt_tokens_details": {"cached_tokens": u["cached_tokens"]}}
 
 
-def logprobs_object(g, tokens, tok=None):
-    """The choice's `logprobs` for these generated tokens (npqwen.generation.Token, carrying logprob
-    and top_logprobs): null unless the request asked for them. Chat: {"content": [{"token",
-    "logprob", "bytes", "top_logprobs": [{"token", "logprob", "bytes"}]}]}; completions: {"tokens",
-    "token_logprobs", "top_logprobs": [{token: logprob}], "text_offset"}. Each token's text is its
-    own decoding (a piece of a character shows as U+FFFD; `bytes` holds its exact bytes)."""
+def logprobs_object(g, tokens, tok=None, offset=0):
+    """The choice's `logprobs` for these tokens (npqwen.generation.Token, carrying logprob and
+    top_logprobs): null unless the request asked for them. Chat: {"content": [{"token",
+    "logprob", "bytes", "top_logprobs": [{token, logprob, bytes}]}]}; completions: {"tokens",
+    "token_logprobs", "top_logprobs": [{token: logprob}], "text_offset"}, where with echo the
+    prompt's tokens come first, the first of them with null (nothing predicts it), as OpenAI's
+    legacy completions and vLLM answer. text_offset: where each token's text starts in the choice's
+    text (`offset`: the length of the text in earlier chunks). Each token's text is its own decoding
+    (a piece of a character shows as U+FFFD; `bytes` holds its exact bytes)."""
     if g.logprobs is None:
         return None
 
@@ -450,12 +463,13 @@ def logprobs_object(g, tokens, tok=None):
         return {"content": [{"token": text(t.id), "logprob": t.logprob, "bytes": raw(t.id),
                              "top_logprobs": [{"token": text(i), "logprob": lp, "bytes": raw(i)}
                                               for i, lp in (t.top_logprobs or [])]} for t in tokens]}
-    offsets, at = [], 0
+    offsets, at = [], offset
     for t in tokens:
         offsets.append(at)
         at += len(t.text)
     return {"tokens": [text(t.id) for t in tokens], "token_logprobs": [t.logprob for t in tokens],
-            "top_logprobs": [{text(i): lp for i, lp in (t.top_logprobs or [])} for t in tokens],
+            "top_logprobs": [None if t.top_logprobs is None else {text(i): lp for i, lp in t.top_logprobs}
+                             for t in tokens],
             "text_offset": offsets}
 
 
@@ -471,7 +485,7 @@ def response(g, rid, model, created, text, finish_reason, usage, tokens=(), tok=
 
 
 def chunk(g, rid, model, created, text=None, finish_reason=None, role=False, usage=None, last=False, tokens=(),
-          tok=None):
+          tok=None, offset=0):
     """One server-sent event of a streamed answer: a piece of text, the finish reason, or (last, with
     stream_options.include_usage) the usage with no choices."""
     c = {"id": rid, "object": "chat.completion.chunk" if g.chat else "text_completion", "created": created,
@@ -483,7 +497,7 @@ def chunk(g, rid, model, created, text=None, finish_reason=None, role=False, usa
         c["choices"] = [{"index": 0, "delta": delta, "logprobs": logprobs_object(g, tokens, tok),
                          "finish_reason": finish_reason}]
     else:
-        c["choices"] = [{"index": 0, "text": text or "", "logprobs": logprobs_object(g, tokens, tok),
+        c["choices"] = [{"index": 0, "text": text or "", "logprobs": logprobs_object(g, tokens, tok, offset),
                          "finish_reason": finish_reason}]
     if g.include_usage:
         c["usage"] = usage_object(usage) if last else None

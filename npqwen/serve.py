@@ -80,7 +80,7 @@ class Service:
         g = parse(await _json_body(request), chat, self.ctx)
         from starlette.concurrency import run_in_threadpool
         ids = await run_in_threadpool(self._encode, g)
-        if len(ids) >= self.limit:
+        if len(ids) > self.limit or (len(ids) == self.limit and g.max_tokens != 0):
             raise ApiError(f"the prompt is {len(ids)} tokens long; the model's context is {self.limit} tokens, "
                            f"leaving no room to generate", "messages" if chat else "prompt",
                            code="context_length_exceeded")
@@ -90,10 +90,11 @@ class Service:
             settings = _settings(g.sampling, self.gen_cfg)
         except NpqwenError as e:
             raise ApiError(str(e)) from None
-        max_new = g.max_tokens or self.gen_cfg.max_new_tokens or self.limit - len(ids)
+        max_new = g.max_tokens if g.max_tokens is not None else (self.gen_cfg.max_new_tokens or self.limit - len(ids))
         self.loop, events = asyncio.get_running_loop(), asyncio.Queue()
         req = Request(ids, max_new, settings, lambda e: self._post(events, e), seed=g.seed, stop=g.stop,
-                      logit_bias=g.logit_bias, logprobs=g.logprobs)
+                      logit_bias=g.logit_bias, logprobs=g.logprobs,
+                      prompt_logprobs=g.logprobs if g.echo else None)   # echo with logprobs: the prompt's too
         self.engine.submit(req)
         gone = asyncio.ensure_future(_disconnected(request))
         streaming = False
@@ -123,15 +124,24 @@ class Service:
             raise ApiError(str(e), "messages" if g.chat else "prompt") from None
         if not ids:
             raise ApiError("the chat template rendered these messages as an empty prompt", "messages")
+        named = [i for i, m in enumerate(g.messages or []) if "name" in m] if g.chat else []
+        if named:   # a participant's name counts only if the template shows it: else it would be dropped unsaid
+            plain = [{k: v for k, v in m.items() if k != "name"} for m in g.messages]
+            if self.tok.encode_chat(plain, **kwargs) == ids:
+                at = f"messages[{named[0]}].name"
+                raise ApiError(f"'{at}': this model's chat template does not show message names, so the name "
+                               f"would be lost; leave it out (or put it in the content)", at,
+                               code="unsupported_parameter")
         return ids
 
     async def _whole(self, g, rid, events, event, gone, text):
-        pieces, tokens = [text], []
+        pieces, tokens = [text], list(event.prompt or [])
         while True:
             if event.error:
                 raise ApiError(event.error, status=event.status)
             pieces.append(event.text)
-            tokens.append(event.token)
+            if event.token is not None:
+                tokens.append(event.token)
             if event.finish_reason:
                 return _json(response(g, rid, self.model_id, self.created, "".join(pieces),
                                       event.finish_reason, event.usage, tokens, tok=self.tok))
@@ -142,16 +152,24 @@ class Service:
     async def _chunks(self, g, rid, req, events, event, gone, head):
         """The server-sent events of one streamed answer. However it ends (finished, the client gone,
         the task cancelled), the request leaves the batch."""
-        made = lambda **kw: chunk(g, rid, self.model_id, self.created, tok=self.tok, **kw)  # noqa: E731
+        offset = 0    # where the next token's text starts in the whole text (its logprobs' text_offset)
+
+        def made(tokens=(), **kw):
+            nonlocal offset
+            c = chunk(g, rid, self.model_id, self.created, tok=self.tok, tokens=tokens, offset=offset, **kw)
+            offset += sum(len(t.text) for t in tokens)
+            return c
+
         tokens = []   # generated since the last chunk: a token mid-character has no text of its own
         try:
             if g.chat or head:
-                yield made(text=head, role=g.chat)
+                yield made(text=head, role=g.chat, tokens=event.prompt or ())
             while True:
                 if event.error:
                     yield ApiError(event.error, status=event.status).body()
                     break
-                tokens.append(event.token)
+                if event.token is not None:
+                    tokens.append(event.token)
                 if event.text:
                     yield made(text=event.text, tokens=tokens)
                     tokens = []

@@ -11,6 +11,7 @@ import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 
+import numpy as np
 import pytest
 
 openai = pytest.importorskip("openai", reason="the server's tests need the test extra (pip install -e '.[test]')")
@@ -21,7 +22,7 @@ from conftest import CHECKPOINTS, ROOT  # noqa: E402
 from serve_inprocess import running_server  # noqa: E402
 
 from npqwen import Tokenizer, generate  # noqa: E402
-from npqwen.openai_api import CHAT_FIELDS, COMPLETION_FIELDS  # noqa: E402
+from npqwen.openai_api import CHAT_FIELDS, COMPLETION_FIELDS, ApiError  # noqa: E402
 from npqwen.serve import is_loopback  # noqa: E402
 
 DEMO = os.path.join(CHECKPOINTS, "demo")
@@ -153,7 +154,7 @@ def test_what_real_clients_add_is_accepted(client):
     plain = client.chat.completions.create(model="demo", temperature=0, max_tokens=16,
                                            messages=[{"role": "user", "content": "Hello"}])
     busy = client.chat.completions.create(
-        model="demo", temperature=0, max_tokens=16, messages=[{"role": "user", "content": "Hello", "name": "ann"}],
+        model="demo", temperature=0, max_tokens=16, messages=[{"role": "user", "content": "Hello"}],
         user="u-1", n=1, presence_penalty=0, frequency_penalty=0, logit_bias={}, response_format={"type": "text"},
         stream_options={"include_usage": True}, store=False, metadata={"k": "v"}, parallel_tool_calls=True,
         tool_choice="none", tools=[], service_tier="auto", logprobs=False, top_logprobs=None, verbosity="medium",
@@ -216,6 +217,87 @@ def test_logprobs_are_generates(client):
 
 
 # ---------------------------------------------------------------------------------------------
+# echo with logprobs: how evaluators (lm-evaluation-harness) score text
+
+
+def lm_eval_request(url, ids, **changes):
+    """The body lm-evaluation-harness 0.4's `local-completions` model sends to score a context and
+    continuation (lm_eval/models/openai_completions.py, _create_payload for loglikelihood), sent raw
+    as it sends it. -> the choice."""
+    body = {"model": "demo", "prompt": [ids], "max_tokens": 1, "logprobs": 1, "seed": 1234, "echo": True,
+            "temperature": 0, **changes}
+    status, r = post(url, "/v1/completions", json.dumps(body).encode())
+    assert status == 200, r
+    return r["choices"][0], r["usage"]
+
+
+def test_echo_with_logprobs_scores_the_prompt_as_transformers_does(server, scoring_ref):
+    """n prompt tokens and one generated: n + 1 entries, the first null; the prompt's log-probabilities
+    are transformers' (golden, scripts/export_score_golden.py) and npqwen.score's for the same ids;
+    lm-eval's sum over the continuation and its is_greedy test read them as it reads OpenAI's."""
+    from npqwen.logprobs import score_rows
+    url = server[0]
+    tok, model = Tokenizer(DEMO), load_model_once(DEMO)
+    ids = scoring_ref["demo_short.ids"].tolist()
+    n = len(ids)
+    choice, usage = lm_eval_request(url, ids)
+    lp = choice["logprobs"]
+    assert len(lp["tokens"]) == len(lp["token_logprobs"]) == len(lp["top_logprobs"]) == len(lp["text_offset"]) == n + 1
+    assert lp["token_logprobs"][0] is None and lp["top_logprobs"][0] is None and lp["text_offset"][0] == 0
+    prompt_lp = np.array(lp["token_logprobs"][1:n])
+    assert np.abs(prompt_lp - scoring_ref["demo_short.logprobs"]).max() < 1e-4           # transformers
+    mine = score_rows(model, np.array([ids]), top_k=1)[0]
+    assert np.abs(prompt_lp - mine.logprobs).max() < 1e-5                               # python -m npqwen.score
+    assert [list(d) for d in lp["top_logprobs"][1:n]] == [[tok.decode([i])] for i in mine.top_ids[:, 0]]
+    # the generated token: greedy, under the model's softmax, with its own entry
+    want = list(generate(model, tok, ids, 1, logprobs=1, eos_ids=[]))[0]
+    assert lp["tokens"][n] == tok.decode([want.id]) and lp["token_logprobs"][n] == pytest.approx(want.logprob, abs=1e-5)
+    # the text: the prompt, then the completion; each token's text starts at its offset
+    assert choice["text"] == tok.decode(ids) + want.text and usage["prompt_tokens"] == n
+    assert choice["text"][lp["text_offset"][n]:] == want.text
+    assert all(choice["text"][a:b] == tok.decode([i]) for a, b, i in zip(lp["text_offset"], lp["text_offset"][1:], ids)
+               if "\ufffd" not in tok.decode([i]))
+    # as lm-eval reads it: a context of ctxlen tokens, the continuation after it
+    ctxlen = 100
+    assert sum(lp["token_logprobs"][ctxlen:-1]) == pytest.approx(float(mine.logprobs[ctxlen - 1:].sum()), abs=1e-3)
+    greedy = [t == max(top.values()) for t, top in zip(lp["token_logprobs"][1:n], lp["top_logprobs"][1:n])]
+    assert greedy == list(mine.ranks == 1) and any(greedy) and not all(greedy)   # exact float equality, as lm-eval tests it
+
+
+def test_echo_keeps_an_end_of_sequence_token_and_scores_with_max_tokens_0(server, scoring_ref):
+    url = server[0]
+    tok = Tokenizer(DEMO)
+    ids = scoring_ref["demo_short.ids"].tolist()[:40]
+    whole, _ = lm_eval_request(url, ids)
+    ends, _ = lm_eval_request(url, ids, logit_bias={"4000": 100})   # the generated token is <|endoftext|>
+    assert ends["finish_reason"] == "stop" and len(ends["logprobs"]["tokens"]) == 41
+    assert ends["logprobs"]["tokens"][-1] == tok.decode([4000]) and ends["logprobs"]["token_logprobs"][-1] <= 0
+    assert ends["logprobs"]["token_logprobs"][:40] == whole["logprobs"]["token_logprobs"][:40]
+    only, usage = lm_eval_request(url, ids, max_tokens=0)               # the prompt scored, nothing generated
+    assert only["finish_reason"] == "length" and usage["completion_tokens"] == 0 and only["text"] == tok.decode(ids)
+    assert only["logprobs"]["token_logprobs"] == whole["logprobs"]["token_logprobs"][:40]
+    assert only["logprobs"]["text_offset"] == whole["logprobs"]["text_offset"][:40]
+    long = ids * 13  # 520 tokens: past the demo's context of 512
+    status, body = post(url, "/v1/completions", json.dumps({"prompt": long[:512], "echo": True, "logprobs": 0,
+                                                            "max_tokens": 0}).encode())
+    assert status == 200 and len(body["choices"][0]["logprobs"]["tokens"]) == 512    # a full context, scored
+    status, body = post(url, "/v1/completions", json.dumps({"prompt": long, "echo": True, "logprobs": 0,
+                                                            "max_tokens": 0}).encode())
+    assert status == 400 and body["error"]["param"] == "prompt" and "context" in body["error"]["message"]
+
+
+def test_echo_with_logprobs_streamed_equals_whole(client):
+    kw = dict(model="demo", prompt="The river town", max_tokens=5, temperature=0, logprobs=2, echo=True)
+    whole = client.completions.create(**kw).choices[0]
+    chunks = [c.choices[0] for c in client.completions.create(stream=True, **kw) if c.choices]
+    assert "".join(c.text for c in chunks) == whole.text
+    got = [c.logprobs for c in chunks if c.logprobs]
+    for field in ("tokens", "token_logprobs", "top_logprobs", "text_offset"):
+        assert [x for g in got for x in getattr(g, field)] == getattr(whole.logprobs, field), field
+    assert whole.logprobs.token_logprobs[0] is None and whole.logprobs.token_logprobs[1] < 0
+
+
+# ---------------------------------------------------------------------------------------------
 # errors: 400 with OpenAI's error object naming the field; never a 500, never a dead server
 
 
@@ -243,7 +325,11 @@ def test_bad_requests_get_400_naming_the_field(client):
                                                          extra_body={"chat_template_kwargs": {}})
     assert "[0, 2]" in bad(client, "temperature", temperature=3)
     assert "(0, 1]" in bad(client, "top_p", top_p=0)
-    assert bad(client, "max_tokens", max_tokens=0)
+    assert "echo" in bad(client, "max_tokens", max_tokens=0)
+    assert "names" in bad(client, "messages[1].name", messages=[{"role": "system", "content": "Be brief."},
+                                                                {"role": "user", "content": "hi", "name": "ann"}])
+    assert "reasoning" in bad(client, "reasoning_effort", reasoning_effort="high")   # the demo does not reason
+    assert "echo" in bad(client, "max_tokens", chat=False, max_tokens=0)
     assert bad(client, "seed", seed=-1)
     assert bad(client, "presence_penalty", presence_penalty=0.5)
     assert bad(client, "tools", tools=[{"type": "function", "function": {"name": "f"}}])
@@ -434,3 +520,25 @@ def test_reasoning_effort_switches_qwen3_thinking():
         "<think>\n\n</think>\n\n")                                  # the template's empty reasoning block
     demo = {"model_ids": ["q"], "vocab_size": 4003, "can_think": False}
     assert parse({"messages": messages, "reasoning_effort": "none"}, True, demo).enable_thinking is None
+    with pytest.raises(ApiError, match="no reasoning switch"):   # asking a model that does not reason to reason
+        parse({"messages": messages, "reasoning_effort": "low"}, True, demo)
+
+
+def test_names_are_kept_where_the_template_shows_them():
+    """A message's `name` is refused only because the demo's template drops it: a template that shows
+    it renders it, and the request is answered."""
+    from npqwen.openai_api import ApiError, parse
+    from npqwen.serve import Service
+    tok = Tokenizer(DEMO)
+    tok.chat_template = ("{% for m in messages %}<|im_start|>{{ m.role }}{% if m.name %} ({{ m.name }}){% endif %}\n"
+                         "{{ m.content }}<|im_end|>\n{% endfor %}<|im_start|>assistant\n")
+    from npqwen.generation_config import read_generation_config
+    service = Service(load_model_once(DEMO), tok, "demo", read_generation_config(DEMO, 4003))
+    try:
+        g = parse({"messages": [{"role": "user", "content": "hi", "name": "ann"}]}, True, service.ctx)
+        assert tok.decode(service._encode(g)).startswith("<|im_start|>user (ann)")
+        service.tok = Tokenizer(DEMO)
+        with pytest.raises(ApiError, match="does not show message names"):
+            service._encode(g)
+    finally:
+        service.close()
