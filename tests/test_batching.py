@@ -10,6 +10,7 @@ from hypothesis import given, settings, strategies as st
 from cli_inprocess import load_model_once
 from conftest import CHECKPOINTS
 from npqwen import SamplingSettings, Tokenizer, generate
+from near_ties import MARGIN, greedy_margin
 from npqwen.batching import Engine, PromptCache, Request, StopText
 
 DEMO = os.path.join(CHECKPOINTS, "demo")
@@ -59,7 +60,10 @@ def test_requests_joining_a_running_batch_get_what_they_get_alone():
         got = collect(engine, jobs, gaps=[0, 3, 1, 5, 2, 7, 1, 4])
     finally:
         engine.close()
+    model = load_model_once(DEMO)
     for (ids, n, s, seed), (text, reason, usage, error) in zip(jobs, got):
+        if s is None:   # greedy: the same tokens alone, as no step is near a tie (near_ties.py)
+            assert greedy_margin(model, tok, ids, n, EOS) > MARGIN
         assert error is None and text == alone(ids, n, s, seed)
         assert usage["prompt_tokens"] == len(ids) and usage["cached_tokens"] == 0
         assert reason == ("length" if usage["completion_tokens"] == n else "stop")
@@ -156,4 +160,5 @@ def test_hybrid_rows_joining_a_running_batch_get_what_they_get_alone():
     finally:
         engine.close()
     for (ids, n, _, _), got in zip(jobs, ids_seen):
+        assert greedy_margin(model, None, ids, n) > MARGIN   # (near_ties.py)
         assert got == [t.id for t in generate(model, None, ids, n, eos_ids=[])]
