@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .primitives import apply_rope, attention, causal_mask, linear, rms_norm, sigmoid
+from .primitives import NEG, apply_rope, attention, causal_mask, linear, rms_norm, sigmoid
 from .threads import WORKERS, parallel
 from .weights import norm_weight
 
@@ -68,20 +68,22 @@ class GatedAttention(Attention):
         return gated_self_attention(x, self, cfg, ctx, cache, layer)
 
 
-def gated_self_attention(x, w: Attention, cfg, ctx: Context, cache=None, layer=0):  # [b, t, d] -> [b, t, d]
+def gated_self_attention(x, w: Attention, cfg, ctx: Context, cache=None, layer=0, keep=None):  # [b, t, d] -> [b, t, d]
+    """keep: for sparse attention (qsa.py), which keys each query may read (see attend)."""
     b, t, _ = x.shape
     H, K, hd = cfg.num_attention_heads, cfg.num_key_value_heads, cfg.head_dim
     qkv = linear(x, w.w_qkv, w.b_qkv)                                    # [b, t, (2H + 2K) * hd]
     q_gate, k, v = np.split(qkv, [2 * H * hd, (2 * H + K) * hd], axis=-1)
     q_gate = q_gate.reshape(b, t, H, 2 * hd)
     q, gate = q_gate[..., :hd], q_gate[..., hd:]                          # [b, t, H, hd] x2
-    out = attend(q, k.reshape(b, t, K, hd), v.reshape(b, t, K, hd), w, cfg, ctx, cache, layer)
+    out = attend(q, k.reshape(b, t, K, hd), v.reshape(b, t, K, hd), w, cfg, ctx, cache, layer, keep)
     out *= sigmoid(gate.reshape(b, t, H * hd))
     return linear(out, w.wo, w.bo)
 
 
-def attend(q, k, v, w: Attention, cfg, ctx: Context, cache, layer):  # [b, t, heads, hd] x3 -> [b, t, H * hd]
-    """The attention both forms share: q/k norm, RoPE, the KV cache, grouped-query attention."""
+def attend(q, k, v, w: Attention, cfg, ctx: Context, cache, layer, keep=None):  # [b, t, heads, hd] x3 -> [b, t, H * hd]
+    """The attention both forms share: q/k norm, RoPE, the KV cache, grouped-query attention.
+    keep(q0, q1, s) -> bool [b, 1, q1 - q0, s]: a further mask, the keys queries q0..q1 may read."""
     b, t, H, hd = q.shape
     if w.q_norm is not None:  # Qwen3: each head's q and k scaled to unit RMS, before RoPE (v untouched)
         q, k = rms_norm(q, w.q_norm, cfg.rms_norm_eps), rms_norm(k, w.k_norm, cfg.rms_norm_eps)
@@ -99,10 +101,12 @@ def attend(q, k, v, w: Attention, cfg, ctx: Context, cache, layer):  # [b, t, he
         for q0 in share:
             q1 = min(t, q0 + block)
             s = past + q1  # causal: this block never looks past its last query
-            if ctx.padding is None and window is None:  # only the block's own keys need a mask
+            if ctx.padding is None and window is None and keep is None:  # only the block's own keys need a mask
                 bias = causal_mask(q1 - q0, q1 - q0)
             else:
                 bias = causal_mask(q1 - q0, s, ctx.padding, window, q_start=past + q0)
+                if keep is not None:
+                    bias = np.where(keep(q0, q1, s), bias, NEG)
             out[:, q0:q1] = attention(q[:, :, q0:q1], k[:, :, :s], v[:, :, :s], bias).transpose(0, 2, 1, 3)
 
     # A prompt: every n-th query block on each core (causal blocks grow along it). Decode, one block,

@@ -31,6 +31,7 @@ import numpy as np
 
 from .cache import KVCache
 from .deltanet import DeltaState
+from .engram import PLEState
 from .errors import NpqwenError
 from .generation import Token, context_limit
 from .model import available_memory
@@ -162,7 +163,8 @@ def _common_prefix(a, b) -> int:
 
 def _cache_bytes(cfg, rows, positions):
     attention_layers = sum(kind != "linear_attention" for kind in cfg.layer_types)
-    return 2 * attention_layers * rows * cfg.num_key_value_heads * positions * cfg.head_dim * 4
+    per_position = 2 * cfg.num_key_value_heads * cfg.head_dim + cfg.indexer_head_dim   # (QSA: its index keys)
+    return attention_layers * rows * positions * per_position * 4
 
 
 def _new_cache(cfg, rows, positions):
@@ -175,17 +177,25 @@ def _new_cache(cfg, rows, positions):
 
 def _assemble(cfg, parts, room):
     """A batch cache holding parts [(k, v, states)], k and v [layers, K, n_r, hd], right-aligned, with
-    room for `room` more positions; and the rows' DeltaNet states (hybrid models), stacked."""
+    room for `room` more positions; and the rows' DeltaNet states (hybrid models), stacked.
+    Qwen3.8-Flash-Next: states also holds "index" [layers, n_r, d_i] (positions, so right-aligned like
+    k and v) and a PLEState per PLE layer (no positions, like a DeltaNet state)."""
     n_max = max(k.shape[2] for k, _, _ in parts)
     cache = _new_cache(cfg, len(parts), n_max + room)
-    for r, (k, v, _) in enumerate(parts):
+    for r, (k, v, st) in enumerate(parts):
         n = k.shape[2]
         cache.k[:, r, :, n_max - n:n_max] = k
         cache.v[:, r, :, n_max - n:n_max] = v
+        if cache.index is not None:
+            cache.index[:, r, n_max - n:n_max] = st["index"]
         cache.padding[r, :n_max - n] = 0
-    for layer in parts[0][2]:  # a DeltaNet state has no positions: each row's is its own, whatever the padding
-        cache.states[layer] = DeltaState(np.stack([st[layer].conv for _, _, st in parts]),
-                                         np.stack([st[layer].S for _, _, st in parts]))
+    for layer, first in parts[0][2].items():  # states have no positions: each row's is its own, whatever the padding
+        if isinstance(first, DeltaState):
+            cache.states[layer] = DeltaState(np.stack([st[layer].conv for _, _, st in parts]),
+                                             np.stack([st[layer].S for _, _, st in parts]))
+        elif isinstance(first, PLEState):
+            cache.ple[layer[1]] = PLEState(np.stack([st[layer].ids for _, _, st in parts]),
+                                           np.stack([st[layer].conv for _, _, st in parts]))
     cache.length = n_max
     return cache
 
@@ -369,14 +379,14 @@ class Engine:
                            "cached_tokens": row.cached}
         req.on_event(event)
 
-    def _kv(self, row):  # -> the row's stored keys and values, [layers, K, n, hd] each (views), its DeltaNet states
-        if row.own is not None:
-            return (row.own.k[:, 0, :, :row.stored], row.own.v[:, 0, :, :row.stored],
-                    {layer: DeltaState(s.conv[0], s.S[0]) for layer, s in row.own.states.items()})
-        end = self.cache.length
-        return (self.cache.k[:, row.slot, :, end - row.stored:end],
-                self.cache.v[:, row.slot, :, end - row.stored:end],
-                {layer: DeltaState(s.conv[row.slot], s.S[row.slot]) for layer, s in self.cache.states.items()})
+    def _kv(self, row):  # -> the row's stored keys and values, [layers, K, n, hd] each (views), its other states
+        cache, r = (row.own, 0) if row.own is not None else (self.cache, row.slot)
+        end = cache.length if row.own is None else row.stored
+        states = {layer: DeltaState(s.conv[r], s.S[r]) for layer, s in cache.states.items()}
+        states.update({("ple", layer): PLEState(s.ids[r], s.conv[r]) for layer, s in cache.ple.items()})
+        if cache.index is not None:
+            states["index"] = cache.index[:, r, end - row.stored:end]
+        return cache.k[:, r, :, end - row.stored:end], cache.v[:, r, :, end - row.stored:end], states
 
     def _regroup(self, stay, join):
         """Rebuild the batch cache for these rows, compactly, with room for the steps to come."""

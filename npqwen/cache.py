@@ -22,6 +22,11 @@ class KVCache:
         self.k = np.zeros(shape, np.float32)  # [attention layers, b, K, max_len, hd]
         self.v = np.zeros(shape, np.float32)
         self.states = {}                      # DeltaNet layer index -> DeltaState
+        # Qwen3.8-Flash-Next: each QSA layer's raw index key of every position (qsa.py), each PLE
+        # layer's last ids and convolution inputs (engram.PLEState)
+        di = getattr(config, "indexer_head_dim", 0)
+        self.index = np.zeros((len(attention), batch, max_len, di), np.float32) if di else None
+        self.ple = {}
         self.padding = np.ones((batch, max_len), np.int64)  # 1 = real token, 0 = left padding
         self.length = 0    # positions filled so far (padding included)
         self.max_len = max_len
@@ -40,10 +45,17 @@ class KVCache:
         s = self.length + t
         return self.k[n, :, :, :s], self.v[n, :, :, :s]
 
+    def update_index(self, layer: int, keys):  # [b, t, d_i] -> every index key so far [b, s, d_i]
+        t, n = keys.shape[1], self.slot[layer]
+        self.index[n, :, self.length:self.length + t] = keys
+        return self.index[n, :, :self.length + t]
+
     def advance(self, n: int) -> None:
         """Mark n more positions as filled, after every layer has stored them."""
         self.length += n
 
     @property
     def nbytes(self) -> int:
-        return self.k.nbytes + self.v.nbytes + sum(s.conv.nbytes + s.S.nbytes for s in self.states.values())
+        return (self.k.nbytes + self.v.nbytes + sum(s.conv.nbytes + s.S.nbytes for s in self.states.values())
+                + (self.index.nbytes if self.index is not None else 0)
+                + sum(s.ids.nbytes + s.conv.nbytes for s in self.ple.values()))

@@ -15,13 +15,17 @@ import os
 from dataclasses import dataclass, field
 
 from .errors import ConfigError
-from .family import ARCHITECTURES, HYBRID_DEFAULTS, LINEAR_ATTENTION, hybrid_layer_types, is_sparse, sliding_layers
+from .family import (ARCHITECTURES, HYBRID_DEFAULTS, HYPER_DEFAULTS, INDEXER_FIELDS, LINEAR_ATTENTION,
+                     hybrid_layer_types, is_sparse, sliding_layers)
 
 SUPPORTED_MODEL_TYPES = tuple(ARCHITECTURES)
 SUPPORTED_ARCHITECTURES = tuple(a.class_name for a in ARCHITECTURES.values())
 SUPPORTED_ROPE_TYPES = ("default", "linear", "dynamic", "yarn")
 LAYER_TYPES = ("full_attention", "sliding_attention")
 HYBRID_LAYER_TYPES = ("linear_attention", "full_attention")
+# Qwen3.8-Flash-Next: every attention layer is QSA; its released config names them "full_attention",
+# transformers' save_pretrained "indexed_attention" (npqwen, as transformers, reads both as QSA)
+HYPER_LAYER_TYPES = ("linear_attention", "indexed_attention", "full_attention")
 REQUIRED_FIELDS = ("vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads")
 
 # Keys each rope type may carry (besides rope_type/type and rope_theta), as transformers validates them.
@@ -81,6 +85,29 @@ class ModelConfig:
     linear_num_key_heads: int = 0
     linear_num_value_heads: int = 0
     weight_prefix: str = "model."      # composite checkpoints: "model.language_model."
+    deltanet_gate: str = "silu"        # the DeltaNet output norm's gate on z (Qwen3.8: output_gate_type, sigmoid)
+    # Qwen3.8-Flash-Next (flash_next.py): hc_count residual streams, n-gram embeddings, QSA attention
+    hyper_connections: bool = False
+    hc_count: int = 0                  # residual streams
+    hc_lowrank: int = 0                # rank of the streams' input mixer
+    ple_layer_ids: list = field(default_factory=list)   # ONE-indexed layers with n-gram embeddings (1 = layers.0)
+    ple_embed_dim: int = 0             # width of a token's n-gram embedding (all heads concatenated)
+    ple_conv_kernel_size: int = 0      # taps of the dilated convolution (dilation: ngram_size)
+    ngram_size: int = 0                # the longest n-gram (3: bigrams and trigrams)
+    heads_per_ngram: int = 0           # hash heads per n-gram order
+    ngram_vocab_size_base: int = 0     # each head's table has the next primes at or above this many rows
+    make_ngram_vocab_size_divisible_by: int = 0
+    seed: int = 0                      # of the hash multipliers (the checkpoint's stored ones override it)
+    split_ngram_parts: int = 0         # at most this many shards of the n-gram table in the files
+    indexer_n_heads: int = 0           # QSA's indexer: query heads,
+    indexer_kv_heads: int = 0          # key heads (1),
+    indexer_head_dim: int = 0          # their width,
+    indexer_budget: int = 0            # tokens of complete blocks each query may attend to,
+    indexer_compress_ratio: int = 0    # tokens per block
+
+    @property
+    def ngram_heads(self) -> int:
+        return (self.ngram_size - 1) * self.heads_per_ngram
 
     # 4.x names, read-only views of rope_parameters.
     @property
@@ -210,7 +237,9 @@ def _parse(d, src) -> ModelConfig:
         window = _pos_int({"sliding_window": window}, "sliding_window", src)
     max_window_layers = _pos_int(d, "max_window_layers", src, allow_zero=True) if "max_window_layers" in d else 28
     layer_types = d.get("layer_types") if arch.window_rule != "every_layer" else None
-    if arch.hybrid:
+    if arch.hyper_connections:
+        layer_types = _hyper_layer_types(d, layer_types, n_layers, src)
+    elif arch.hybrid:
         layer_types = _hybrid_layer_types(d, layer_types, n_layers, src)
     elif layer_types is None:
         slides = sliding_layers(arch.window_rule, n_layers, max_window_layers)
@@ -234,6 +263,7 @@ def _parse(d, src) -> ModelConfig:
         bos_token_id=d.get("bos_token_id"), eos_token_id=d.get("eos_token_id"), pad_token_id=d.get("pad_token_id"),
         qkv_bias=bias, o_proj_bias=bias and arch.o_proj_bias, qk_norm=arch.qk_norm,
         **_moe_fields(d, arch, n_layers, src), **_hybrid_fields(d, arch, src, head_dim),
+        **_hyper_fields(d, arch, src, head_dim, ints["hidden_size"], layer_types),
     )
 
 
@@ -266,6 +296,80 @@ def _hybrid_layer_types(d, layer_types, n_layers, src) -> list:
         return hybrid_layer_types(n_layers, interval)
     _check_layer_types(layer_types, HYBRID_LAYER_TYPES, n_layers, src)
     return list(layer_types)
+
+
+def _hyper_layer_types(d, layer_types, n_layers, src) -> list:
+    """Qwen3.8-Flash-Next: linear_attention and QSA layers; "full_attention" (the released config's
+    name) is QSA, as transformers reads it."""
+    if layer_types is None:
+        interval = d.get("full_attention_interval", HYBRID_DEFAULTS["full_attention_interval"])
+        interval = _pos_int({"full_attention_interval": interval}, "full_attention_interval", src)
+        return hybrid_layer_types(n_layers, interval, "indexed_attention")
+    _check_layer_types(layer_types, HYPER_LAYER_TYPES, n_layers, src)
+    return ["indexed_attention" if t == "full_attention" else t for t in layer_types]
+
+
+def _hyper_fields(d, arch, src, head_dim, hidden_size, layer_types) -> dict:
+    """Qwen3.8-Flash-Next's fields, checked as transformers 5.23's Qwen4ExpTextConfig checks them."""
+    if not arch.hyper_connections:
+        return {}
+    out = {name: _pos_int({name: d.get(name, default) if d.get(name) is not None else default}, name, src)
+           for name, default in HYPER_DEFAULTS.items() if name != "seed"}
+    seed = d.get("seed", HYPER_DEFAULTS["seed"]) if d.get("seed") is not None else HYPER_DEFAULTS["seed"]
+    if not isinstance(seed, int) or isinstance(seed, bool) or not 0 <= seed < 2 ** 63:
+        raise ConfigError(f"{src}: field 'seed' must be an integer from 0 to 2^63 - 1, found {seed!r}")
+    if out["hc_count"] < 2:
+        raise ConfigError(f"{src}: hc_count must be at least 2 (hyper-connections mix several streams), "
+                          f"found {out['hc_count']}")
+    gate = d.get("output_gate_type") or d.get("hidden_act", "silu")
+    if gate not in ("sigmoid", "silu"):
+        raise ConfigError(f"{src}: output_gate_type must be 'sigmoid' or 'silu', found {gate!r}")
+    ids = d.get("ple_layer_ids") or []
+    n_layers = len(layer_types)
+    if not isinstance(ids, list) or not all(isinstance(i, int) and not isinstance(i, bool) for i in ids):
+        raise ConfigError(f"{src}: ple_layer_ids must be a list of layer numbers, found {ids!r}")
+    ids = sorted(set(ids))
+    for i in ids:
+        if not 1 <= i <= n_layers:
+            raise ConfigError(f"{src}: ple_layer_ids entry {i} is out of range: the ids count layers from 1 "
+                              f"(1 = model.layers.0) to num_hidden_layers ({n_layers})")
+        if layer_types[i - 1] != "linear_attention":
+            raise ConfigError(f"{src}: ple_layer_ids entry {i} names layer {i - 1}, a {layer_types[i - 1]} layer; "
+                              f"n-gram embeddings go on linear_attention layers")
+    ple_dim = d.get("ple_embed_dim") if d.get("ple_embed_dim") is not None else hidden_size
+    ple_dim = _pos_int({"ple_embed_dim": ple_dim}, "ple_embed_dim", src)
+    heads = (out["ngram_size"] - 1) * out["heads_per_ngram"]
+    if ids:
+        if heads < 1:
+            raise ConfigError(f"{src}: ngram_size must be at least 2 when ple_layer_ids is set, found {out['ngram_size']}")
+        if ple_dim % heads:
+            raise ConfigError(f"{src}: ple_embed_dim ({ple_dim}) must be divisible by the n-gram heads "
+                              f"((ngram_size - 1) * heads_per_ngram = {heads})")
+        eos = d.get("eos_token_id")
+        if eos is None or eos == [] or not all(isinstance(e, int) and not isinstance(e, bool) and e >= 0
+                                               for e in (eos if isinstance(eos, list) else [eos])):
+            raise ConfigError(f"{src}: eos_token_id must be set when ple_layer_ids is: the n-gram hash resets at "
+                              f"it, found {eos!r}")
+    idx = {}
+    if "indexed_attention" in layer_types:
+        for name in INDEXER_FIELDS:
+            if d.get(name) is None:
+                raise ConfigError(f"{src}: missing field '{name}' (QSA attention layers need all of "
+                                  f"{', '.join(INDEXER_FIELDS)})")
+            idx[name] = _pos_int(d, name, src)
+        if idx["indexer_kv_heads"] != 1:
+            raise ConfigError(f"{src}: indexer_kv_heads must be 1 (one index key per token), found "
+                              f"{idx['indexer_kv_heads']}")
+        if idx["indexer_budget"] % idx["indexer_compress_ratio"]:
+            raise ConfigError(f"{src}: indexer_budget ({idx['indexer_budget']}) must be a multiple of "
+                              f"indexer_compress_ratio ({idx['indexer_compress_ratio']}): whole blocks are chosen")
+        rp = d.get("rope_parameters") if isinstance(d.get("rope_parameters"), dict) else {}
+        prf = rp.get("partial_rotary_factor", d.get("partial_rotary_factor", HYBRID_DEFAULTS["partial_rotary_factor"]))
+        if _is_num(prf) and int(head_dim * prf) > idx["indexer_head_dim"]:
+            raise ConfigError(f"{src}: the rotary dimensions ({int(head_dim * prf)}) exceed indexer_head_dim "
+                              f"({idx['indexer_head_dim']}), which RoPE also rotates")
+    return dict(out, hyper_connections=True, deltanet_gate=gate, ple_layer_ids=ids, ple_embed_dim=ple_dim, seed=seed,
+                **idx)
 
 
 def _check_layer_types(layer_types, allowed, n_layers, src):

@@ -16,7 +16,8 @@ Around that recurrence, per layer:
       -> q, k L2-normalised (so S's updates stay bounded), q scaled by head_k_dim^-0.5
       -> each key head serves num_v_heads / num_k_heads consecutive value heads
       -> beta = sigmoid(b),  g = -exp(A_log) * softplus(a + dt_bias)
-      -> the recurrence above -> RMSNorm(o) * silu(z) (a plain weight, not zero-centred) -> out_proj
+      -> the recurrence above -> RMSNorm(o) * silu(z) (a plain weight, not zero-centred; Qwen3.8-Flash-
+         Next: sigmoid(z), its output_gate_type) -> out_proj
 The layer's cache is the last kernel - 1 inputs of the convolution and S: constant in the length
 of the context, where attention's grows with it.
 """
@@ -93,7 +94,8 @@ def gated_deltanet(x, w: GatedDeltaNet, cfg, ctx, cache=None, layer=0):  # [b, t
         cache.states[layer] = DeltaState(conv_state, S)
 
     out = out.transpose(0, 2, 1, 3)                                       # [b, t, Hv, dv]
-    out = rms_norm(out, w.norm, cfg.rms_norm_eps) * silu(z.reshape(b, t, Hv, dv))
+    gate = sigmoid if cfg.deltanet_gate == "sigmoid" else silu          # Qwen3.8: output_gate_type sigmoid
+    out = rms_norm(out, w.norm, cfg.rms_norm_eps) * gate(z.reshape(b, t, Hv, dv))
     return linear(out.reshape(b, t, Hv * dv), w.w_out)
 
 

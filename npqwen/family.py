@@ -27,6 +27,15 @@ Every RMSNorm of theirs is zero-centred: its weight w is stored as an offset, ap
   qwen3_5, qwen3_5_moe: the released checkpoints (Qwen3_5[Moe]ForConditionalGeneration): a vision
   tower beside the text model; npqwen reads the text model (text_config, model.language_model.*).
 
+Qwen3.8-Flash-Next (qwen4_exp_text, and qwen4_exp as released) keeps the hybrid layers and changes
+the decoder around them (flash_next.py): four residual streams mixed by hyper-connections instead
+of one residual and its norms (hyper.py), hashed n-gram embeddings injected at chosen layers
+(engram.py), and every attention layer sparse: QSA, each query attending only to the key blocks an
+indexer scores highest (qsa.py).
+
+  qwen4_exp_text    Qwen4ExpForCausalLM   DeltaNet (split, sigmoid output gate) / QSA      sparse MoE + shared expert,
+                                                                                            every layer
+
 Layer i's MLP is sparse iff the model has experts, i is not in mlp_only_layers and
 (i + 1) % decoder_sparse_step == 0 (all three MoE configs agree). The rules below are transformers
 5.23's configuration classes, each quoted where it is used.
@@ -53,6 +62,7 @@ class Architecture:
     every_layer_sparse: bool = False     # Qwen3.5-MoE: no mlp_only_layers / decoder_sparse_step
     fixed_norm_topk_prob: bool | None = None  # Qwen3.5-MoE always renormalises
     text_config_of: str | None = None     # a composite checkpoint: the model_type of its text_config
+    hyper_connections: bool = False       # Qwen3.8-Flash-Next: streams, n-gram embeddings, sparse attention
 
 
 # Defaults of the MoE fields, as transformers' config classes set them.
@@ -64,6 +74,14 @@ _QWEN3_NEXT_MOE = dict(num_experts=512, num_experts_per_tok=10, moe_intermediate
                        shared_expert_intermediate_size=512, norm_topk_prob=True, decoder_sparse_step=1)
 _QWEN3_5_MOE = dict(num_experts=256, num_experts_per_tok=8, moe_intermediate_size=512,
                     shared_expert_intermediate_size=512)
+_QWEN4_EXP_MOE = dict(num_experts=512, num_experts_per_tok=10, moe_intermediate_size=512,
+                      shared_expert_intermediate_size=512, norm_topk_prob=True)
+# Qwen3.8-Flash-Next's own fields and the defaults of transformers 5.23's Qwen4ExpTextConfig
+# (split_ngram_parts: 512 by default, 128 in the release; seed: 1234 when absent, as released).
+HYPER_DEFAULTS = dict(hc_count=4, hc_lowrank=320, ple_conv_kernel_size=4, ngram_size=3, heads_per_ngram=8,
+                      ngram_vocab_size_base=20_000_000, make_ngram_vocab_size_divisible_by=128, seed=1234,
+                      split_ngram_parts=512)
+INDEXER_FIELDS = ("indexer_n_heads", "indexer_kv_heads", "indexer_head_dim", "indexer_budget", "indexer_compress_ratio")
 # The Gated DeltaNet fields, and the defaults the hybrid configs share.
 LINEAR_ATTENTION = dict(linear_conv_kernel_dim=4, linear_key_head_dim=128, linear_value_head_dim=128,
                         linear_num_key_heads=16, linear_num_value_heads=32)
@@ -89,6 +107,12 @@ ARCHITECTURES = {a.model_type: a for a in [
                  bias_default=False, o_proj_bias=True, head_dim_default=256, window_rule="none",
                  moe=_QWEN3_5_MOE, shared_expert=True, hybrid=True, deltanet_layout="split",
                  every_layer_sparse=True, fixed_norm_topk_prob=True),
+    Architecture("qwen4_exp_text", "Qwen4ExpForCausalLM", qk_norm=True, bias_field="attention_bias",
+                 bias_default=False, o_proj_bias=True, head_dim_default=256, window_rule="none",
+                 moe=_QWEN4_EXP_MOE, shared_expert=True, hybrid=True, deltanet_layout="split",
+                 every_layer_sparse=True, hyper_connections=True),
+    Architecture("qwen4_exp", "Qwen4ExpForConditionalGeneration", qk_norm=True, bias_field=None, bias_default=False,
+                 o_proj_bias=False, head_dim_default=None, window_rule="none", text_config_of="qwen4_exp_text"),
     Architecture("qwen3_5", "Qwen3_5ForConditionalGeneration", qk_norm=True, bias_field=None, bias_default=False,
                  o_proj_bias=False, head_dim_default=None, window_rule="none", text_config_of="qwen3_5_text"),
     Architecture("qwen3_5_moe", "Qwen3_5MoeForConditionalGeneration", qk_norm=True, bias_field=None,
@@ -109,9 +133,10 @@ def sliding_layers(rule: str, n_layers: int, max_window_layers: int) -> list[boo
     return [True] * n_layers
 
 
-def hybrid_layer_types(n_layers: int, full_attention_interval: int) -> list[str]:
-    """Qwen3.5 / Qwen3-Next without layer_types: layer i is full attention iff (i + 1) % interval == 0."""
-    return ["full_attention" if (i + 1) % full_attention_interval == 0 else "linear_attention"
+def hybrid_layer_types(n_layers: int, full_attention_interval: int, attention="full_attention") -> list[str]:
+    """Qwen3.5 / Qwen3-Next without layer_types: layer i is full attention iff (i + 1) % interval == 0
+    (Qwen3.8-Flash-Next: attention="indexed_attention", its only kind)."""
+    return [attention if (i + 1) % full_attention_interval == 0 else "linear_attention"
             for i in range(n_layers)]
 
 

@@ -192,19 +192,31 @@ def load_model(path: str, weights: str = "auto") -> Model:
     weights = "bf16" if weights == "stream" else weights
 
     up = Upcast(tensors, weights)
-    progress = Progress("loading: layer", cfg.num_hidden_layers, enabled=weights == "float32")
-    layers = []
-    for i in range(cfg.num_hidden_layers):
-        progress.update(i)
-        layers.append(load_layer(up, cfg, i))
-    progress.close()
-    embed = tensors[cfg.weight_prefix + "embed_tokens.weight"]   # [vocab, d]: rows are looked up, as stored
-    lm_head = up.arrays([embed if cfg.tie_word_embeddings else tensors["lm_head.weight"]])
-    if weights == "float32":
-        embed = lm_head if cfg.tie_word_embeddings else up.arrays([embed])
-    model = Model(cfg, embed, layers, norm_weight(Upcast(tensors), cfg, cfg.weight_prefix + "norm.weight"), lm_head)
+    if cfg.hyper_connections:   # Qwen3.8-Flash-Next: streams instead of a residual (flash_next.py)
+        from .flash_next import FlashNextModel, load_layers
+        layers, final_mixer = load_layers(up, cfg, path)
+        model = FlashNextModel(cfg, *embeddings(up, cfg), final_mixer=final_mixer, layers=layers)
+    else:
+        progress = Progress("loading: layer", cfg.num_hidden_layers, enabled=weights == "float32")
+        layers = []
+        for i in range(cfg.num_hidden_layers):
+            progress.update(i)
+            layers.append(load_layer(up, cfg, i))
+        progress.close()
+        embed, lm_head = embeddings(up, cfg)
+        model = Model(cfg, embed, layers, norm_weight(Upcast(tensors), cfg, cfg.weight_prefix + "norm.weight"), lm_head)
     model.weights_mode, model.weights_reason = weights, reason
     return model
+
+
+def embeddings(up: Upcast, cfg):
+    """-> (embed_tokens, lm_head). The embedding's rows are looked up, so in bf16 mode it stays as
+    stored; the LM head is multiplied, like any weight (tied: the same tensor)."""
+    embed = up.tensors[cfg.weight_prefix + "embed_tokens.weight"]   # [vocab, d]
+    lm_head = up.arrays([embed if cfg.tie_word_embeddings else up.tensors["lm_head.weight"]])
+    if up.mode == "float32":
+        embed = lm_head if cfg.tie_word_embeddings else up.arrays([embed])
+    return embed, lm_head
 
 
 def choose_weights(cfg) -> tuple[str, str]:

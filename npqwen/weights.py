@@ -218,6 +218,8 @@ def expected_shapes(cfg, fused_experts=False) -> dict[str, tuple]:
     """The name and shape of every tensor the checkpoint of this config holds, as transformers
     saves it: one tensor set per expert for the mixture-of-experts models, or, as Qwen3.5-MoE's
     released files store them, all experts of a layer in two fused tensors (fused_experts)."""
+    if cfg.hyper_connections:
+        return flash_next_shapes(cfg, fused_experts)
     D, V, m = cfg.hidden_size, cfg.vocab_size, cfg.weight_prefix
     shapes = {m + "embed_tokens.weight": (V, D), m + "norm.weight": (D,)}
     for i in range(cfg.num_hidden_layers):
@@ -235,6 +237,45 @@ def expected_shapes(cfg, fused_experts=False) -> dict[str, tuple]:
     if not cfg.tie_word_embeddings:
         shapes["lm_head.weight"] = (V, D)
     return shapes
+
+
+def flash_next_shapes(cfg, fused_experts=False) -> dict:
+    """Qwen3.8-Flash-Next: no norms around the layers, two stream readers per layer and the final
+    mixer (hyper.py), the indexer beside every attention layer (qsa.py), and the PLE layers'
+    projections (engram.py; their n-gram table and hash constants are checked by engram.open_table)."""
+    D, V, m, hcD, r = cfg.hidden_size, cfg.vocab_size, cfg.weight_prefix, cfg.hc_count * cfg.hidden_size, cfg.hc_lowrank
+
+    def reader(p, inject=True):
+        out = {p + "hc_norm.weight": (hcD,), p + "input_mix_weight_down.weight": (r, hcD),
+               p + "input_mix_weight_up.weight": (hcD, r)}
+        return dict(out, **({p + "block_inject_weight.weight": (cfg.hc_count, hcD)} if inject else {}))
+
+    shapes = {m + "embed_tokens.weight": (V, D), **reader(m + "hyper_connection_mixer.", inject=False)}
+    for i in range(cfg.num_hidden_layers):
+        p = f"{m}layers.{i}."
+        shapes.update(reader(p + "attn_hyper_connection."))
+        shapes.update(reader(p + "mlp_hyper_connection."))
+        if cfg.layer_types[i] == "linear_attention":
+            shapes.update(deltanet_shapes(cfg, p + "linear_attn."))
+        else:
+            a, n, di = p + "self_attn.", cfg.indexer_n_heads, cfg.indexer_head_dim
+            shapes.update(attention_shapes(cfg, a))
+            shapes.update({a + "indexer.index_qk_proj.weight": ((n + 1) * di, D), a + "indexer.q_layernorm.weight": (di,),
+                           a + "indexer.k_layernorm.weight": (di,)})
+        shapes.update(sparse_moe_shapes(cfg, p + "mlp.", fused_experts))
+        if i + 1 in cfg.ple_layer_ids:
+            e, P = p + "ple.", cfg.ple_embed_dim
+            shapes.update({e + "key_proj.weight": (hcD, P), e + "value_proj.weight": (D, P), e + "norm_key.weight": (hcD,),
+                           e + "norm_query.weight": (hcD,), e + "norm_conv.weight": (hcD,),
+                           e + "conv1d.weight": (hcD, 1, cfg.ple_conv_kernel_size)})
+    if not cfg.tie_word_embeddings:
+        shapes["lm_head.weight"] = (V, D)
+    return shapes
+
+
+def ngram_prefixes(cfg) -> tuple:
+    """Where the PLE layers' n-gram tables and hash constants are (engram.open_table checks them)."""
+    return tuple(f"{cfg.weight_prefix}layers.{i - 1}.ple.ple_embedding." for i in cfg.ple_layer_ids)
 
 
 def attention_shapes(cfg, p) -> dict:
@@ -298,7 +339,8 @@ def check_tensors(tensors: dict, cfg, folder: str) -> None:
     for name in tensors:
         # A tied checkpoint may still carry lm_head.weight; transformers ignores it and so do we.
         if name not in want and not name.endswith(IGNORED_SUFFIXES) and name != "lm_head.weight" \
-                and not (cfg.hybrid and name.startswith(IGNORED_PREFIXES)):
+                and not (cfg.hybrid and name.startswith(IGNORED_PREFIXES)) \
+                and not (cfg.hyper_connections and name.startswith(ngram_prefixes(cfg))):
             problems.append(f"unexpected tensor {name} (shape {list(tensors[name].shape)})")
     if problems:
         head = f"{folder}: the weights do not match config.json ({len(problems)} problem" \
