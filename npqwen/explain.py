@@ -428,6 +428,14 @@ def main(argv=None):
         args.model = resolve_model(args.model, args.revision)
         model = load_model(args.model)
         cfg = model.config
+        if cfg.hyper_connections:   # Qwen3.8-Flash-Next: its own walk (explain_next.py)
+            if args.plot:
+                raise NpqwenError("--plot draws the attention maps of the Qwen2 walk; for Qwen3.8-Flash-Next "
+                                  "explain prints its walk only")
+            from .explain_next import explain_flash_next
+            tok = Tokenizer(args.model)
+            explain_flash_next(model, tok, tok.encode(args.prompt))
+            return 0
         layers = pick(args.layers, cfg.num_hidden_layers, "--layers")
         heads = pick(args.heads, cfg.num_attention_heads, "--heads")
         tensors = open_checkpoint(args.model)

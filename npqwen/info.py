@@ -47,6 +47,29 @@ def summary(cfg: ModelConfig) -> dict:
                 full_attention_layers=full, linear_layers=linear, state_bytes_float32=4 * state_values)
 
 
+def flash_next_summary(cfg: ModelConfig) -> dict:
+    """Qwen3.8-Flash-Next by part: the routed experts, the n-gram tables (which no forward reads
+    whole: a token reads one row per hash head), the rest of the layers, the embedding and the LM
+    head; and the bytes one decode step reads in each weights mode."""
+    from .engram import head_primes, table_rows
+    count = {name: int(np.prod(s)) for name, s in expected_shapes(cfg).items()}
+    m = cfg.weight_prefix
+    embed, head = count[m + "embed_tokens.weight"], count.get("lm_head.weight", 0)
+    experts = sum(v for k, v in count.items() if ".mlp.experts." in k)
+    width = cfg.ple_embed_dim // cfg.ngram_heads
+    tables = sum(table_rows(head_primes(cfg.ngram_vocab_size_base, cfg.ngram_heads, i),
+                            cfg.make_ngram_vocab_size_divisible_by) * width for i in range(len(cfg.ple_layer_ids)))
+    rest = sum(count.values()) - embed - head - experts
+    routed_active = experts * cfg.num_experts_per_tok // cfg.num_experts
+    active = rest + routed_active                                   # the layers' weights one token uses
+    rows = len(cfg.ple_layer_ids) * cfg.ngram_heads * width         # the n-gram rows one token reads
+    D, V = cfg.hidden_size, cfg.vocab_size
+    return dict(total=embed + head + experts + tables + rest, experts=experts, ngram_tables=tables, rest=rest,
+                embedding=embed, lm_head=head if head else embed, active=active,
+                read_bf16=2 * (active + V * D + D + rows),          # + the LM head, an embedding row, the n-gram rows
+                read_float32=4 * (active + V * D + D) + 2 * rows)   # (the n-gram rows stay as stored)
+
+
 def _gb(n):
     return f"{n / 1e9:.2f} GB"
 
@@ -61,6 +84,8 @@ def main(argv=None):
     except NpqwenError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    if cfg.hyper_connections:
+        return _print_flash_next(cfg)
     s = summary(cfg)
     dense = cfg.mlp_types.count("dense")
     mlp = f"MLP {cfg.intermediate_size}" if dense == cfg.num_hidden_layers else (
@@ -99,6 +124,30 @@ def main(argv=None):
           f"without GQA it would be {s['kv_bytes_per_token_without_gqa_bf16'] / 1024:.1f} KiB in bf16")
     print(f"KV cache at the full context of {ctx} tokens: {_gb(s['kv_bytes_per_token_bf16'] * ctx)} in bf16, "
           f"{_gb(s['kv_bytes_per_token_float32'] * ctx)} in float32")
+    return 0
+
+
+def _print_flash_next(cfg):
+    s = flash_next_summary(cfg)
+    b = lambda n: f"{n / 1e9:.3f} B"  # noqa: E731
+    qsa = cfg.layer_types.count("indexed_attention")
+    print(f"Qwen3.8-Flash-Next: {cfg.num_hidden_layers} layers ({cfg.num_hidden_layers - qsa} Gated DeltaNet, {qsa} "
+          f"QSA attention), hidden {cfg.hidden_size} in {cfg.hc_count} streams, {cfg.num_experts} experts of "
+          f"{cfg.moe_intermediate_size} ({cfg.num_experts_per_tok} per token) and a shared expert, n-gram embeddings "
+          f"at layer{'s' if len(cfg.ple_layer_ids) > 1 else ''} {', '.join(str(i - 1) for i in cfg.ple_layer_ids)}, "
+          f"vocab {cfg.vocab_size}")
+    print(f"parameters (the text model): {b(s['total'])} = routed experts {b(s['experts'])} + n-gram tables "
+          f"{b(s['ngram_tables'])} + the rest of the layers {b(s['rest'])} + embedding {b(s['embedding'])} + "
+          f"LM head {b(s['lm_head'])} (a vision tower and an MTP layer, which npqwen does not read, are not counted)")
+    print(f"active per token: {b(s['active'])} in the layers ({cfg.num_experts_per_tok} of {cfg.num_experts} experts), "
+          f"plus the LM head, one embedding row and {len(cfg.ple_layer_ids) * cfg.ngram_heads} n-gram rows")
+    print(f"weights: {_gb(2 * s['total'])} in bf16 (memory-mapped; the n-gram tables are never upcast)")
+    print(f"a decode step reads {_gb(s['read_bf16'])} with --weights bf16, {_gb(s['read_float32'])} with "
+          f"--weights float32 (which needs {_gb(4 * (s['total'] - s['ngram_tables']))} of memory), plus the caches")
+    kv = 2 * qsa * cfg.num_key_value_heads * cfg.head_dim + qsa * cfg.indexer_head_dim
+    print(f"cache per token of context: {4 * kv / 1024:.1f} KiB in float32 (keys, values and the indexer's key "
+          f"of the {qsa} QSA layers); each query reads at most {cfg.indexer_budget} tokens of complete blocks "
+          f"(blocks of {cfg.indexer_compress_ratio}) and the newest partial block")
     return 0
 
 
