@@ -6,7 +6,9 @@ The other engine runs some token ids and saves what it computed in a safetensors
     attention_mask     [b, t] 0/1 (0 = left padding)            optional
     hidden_states.{i}  [b, t, hidden_size] floats, i = 0..L     any of them, in transformers' output_hidden_states
                        convention: 0 the embeddings, i the output of decoder layer i-1, L that output after
-                       the final norm
+                       the final norm. Qwen3.8-Flash-Next: [b, t, hc_count * hidden_size], the streams side by
+                       side; 0 the embedding in every stream, L the last layer's output before the final
+                       mixer (transformers' tie_last_hidden_states=False; flash_next.py)
     logits             [b, t, vocab_size] floats                optional
 
 npqwen runs the same ids and reports, over the real (unpadded) positions, each hidden state's relative
@@ -78,7 +80,8 @@ def read_dump(path, cfg) -> dict:
     for name, a in t.items():
         if name in ("input_ids", "attention_mask"):
             continue
-        width, what = (cfg.vocab_size, "vocab_size") if name == "logits" else (cfg.hidden_size, "hidden_size")
+        width, what = (cfg.vocab_size, "vocab_size") if name == "logits" else (cfg.hidden_size, "hidden_size") \
+            if not cfg.hyper_connections else (cfg.hc_count * cfg.hidden_size, "hc_count * hidden_size: the streams")
         if a.dtype not in FLOATS:
             raise NpqwenError(f"{path}: {name} must be floats (F16, BF16, F32 or F64), found {_desc(a)}")
         if a.ndim != 3 or a.shape[:2] != (b, T):
@@ -128,10 +131,11 @@ class Comparison:
         return next((r for r in self.rows if not r.rel <= self.tol), None)
 
 
-def state_name(i, L):
+def state_name(i, L, streams=False):
     if i == 0:
-        return "embeddings"
-    return f"output of layer {i - 1}" + (", after the final norm" if i == L else "")
+        return "embeddings" + (" in every stream" if streams else "")
+    return f"output of layer {i - 1}" + ((", before the final mixer" if streams else ", after the final norm")
+                                         if i == L else "")
 
 
 def compare(model, dump, tol=1e-4) -> Comparison:
@@ -145,7 +149,7 @@ def compare(model, dump, tol=1e-4) -> Comparison:
     for i in range(L + 1):
         if f"hidden_states.{i}" in dump:
             ours, theirs = hidden[i][valid], np.asarray(dump[f"hidden_states.{i}"], np.float32)[valid]
-            rows.append(Row(f"hidden_states.{i}", state_name(i, L), *_errors(theirs - ours, ours)))
+            rows.append(Row(f"hidden_states.{i}", state_name(i, L, model.config.hyper_connections), *_errors(theirs - ours, ours)))
     stats = None
     if "logits" in dump:
         stats, row = _compare_logits(model, hidden[-1], dump["logits"], valid)
