@@ -35,6 +35,9 @@ def _blas_threads():
 
 WORKERS = max(1, _blas_threads())
 _blas_libs = [lib for lib in _blas.lib_controllers if lib.user_api == "blas"]
+# (OpenBLAS built with OpenMP, MKL, BLIS on OpenMP: a thread limit set in one thread holds for that
+# thread only, so a worker sets its own; a pthreads OpenBLAS has one process-wide count, already 1 there)
+_openmp_blas = [lib for lib in _blas_libs if getattr(lib, "threading_layer", None) == "openmp"]
 _one_region = threading.Lock()        # one parallel region at a time (the BLAS limit is process-wide)
 _inside = threading.local()
 
@@ -53,6 +56,8 @@ class _Worker:
         _inside.flag = True
         while True:
             fn, part = self.todo.get()
+            for lib in _openmp_blas:   # an OpenMP BLAS counts threads per calling thread: this one's too
+                lib.set_num_threads(1)
             try:
                 self.done.put((True, fn(part)))
             except BaseException as e:  # handed back to the caller, raised there

@@ -38,6 +38,17 @@ def qwen3_5_0_8b():
         return json.load(f)
 
 
+def qwen3_8_flash_next():
+    """The released Qwen3.8-Flash-Next text model (../shared/assets/qwen4_exp), its n-gram tables with
+    the released row width (160) but fewer rows (a base of 50,000 instead of 20 M: 256 MB instead of
+    102 GB), and 64 experts of the released size instead of 512 (a token still runs 10 of them, so its
+    work is the release's; the release's 512 would be 5 GB of bf16 per layer)."""
+    with open(os.path.join(SHARED, "qwen4_exp", "configs", "Qwen3.8-Flash-Next", "config.json")) as f:
+        text = json.load(f)["text_config"]
+    return dict(text, model_type="qwen4_exp_text", architectures=["Qwen4ExpForCausalLM"], ngram_vocab_size_base=50_000,
+                num_experts=64)
+
+
 # The published shapes (config.json) of these models. Qwen3.5-9B: transformers' Qwen3_5TextConfig
 # defaults, which its documentation calls the Qwen3.5-9B style; Qwen3.5-35B-A3B: Qwen3_5MoeTextConfig's.
 SHAPES = {
@@ -53,6 +64,7 @@ SHAPES = {
                           moe_intermediate_size=768, num_experts=128, num_experts_per_tok=8,
                           tie_word_embeddings=False, max_position_embeddings=40960),
     "qwen3.5-0.8b": qwen3_5_0_8b,
+    "qwen3.8-flash-next": qwen3_8_flash_next,
     "qwen3.5-9b": dict(QWEN3_5, hidden_size=4096, intermediate_size=12288, num_hidden_layers=32, num_attention_heads=16,
                        num_key_value_heads=4, tie_word_embeddings=False),
     "qwen3.5-35b-a3b": dict(QWEN3_5, model_type="qwen3_5_moe_text", architectures=["Qwen3_5MoeForCausalLM"],
@@ -66,6 +78,20 @@ def shape_config(shape):
     return SHAPES[shape]() if callable(SHAPES[shape]) else dict(SHAPES[shape])
 
 
+def ngram_tables(cfg) -> dict:
+    """Qwen3.8-Flash-Next's n-gram tables, in the shards transformers writes (torch.chunk into
+    split_ngram_parts pieces: equal ones and a shorter last)."""
+    from npqwen.engram import head_primes, table_rows
+    out = {}
+    for k, i in enumerate(cfg.ple_layer_ids):
+        rows = table_rows(head_primes(cfg.ngram_vocab_size_base, cfg.ngram_heads, k), cfg.make_ngram_vocab_size_divisible_by)
+        chunk = -(-rows // cfg.split_ngram_parts)
+        for n, start in enumerate(range(0, rows, chunk)):
+            out[f"{cfg.weight_prefix}layers.{i - 1}.ple.ple_embedding.ngram_embedding.shard_{n}.weight"] = \
+                (min(chunk, rows - start), cfg.ple_embed_dim // cfg.ngram_heads)
+    return out
+
+
 def write(out, shape="0.5b", layers=None, seed=0):
     cfg = dict(shape_config(shape), torch_dtype="bfloat16")
     text = cfg.get("text_config", cfg)  # a composite checkpoint's text model
@@ -74,11 +100,13 @@ def write(out, shape="0.5b", layers=None, seed=0):
         text["num_hidden_layers"] = layers
         if "layer_types" in text:
             text["layer_types"] = text["layer_types"][:layers]
+        if "ple_layer_ids" in text:
+            text["ple_layer_ids"] = [i for i in text["ple_layer_ids"] if i <= layers]
     os.makedirs(out, exist_ok=True)
     with open(os.path.join(out, "config.json"), "w") as f:
         json.dump(cfg, f, indent=2)
     parsed = ModelConfig.from_dict(cfg)
-    shapes = expected_shapes(parsed)
+    shapes = dict(expected_shapes(parsed), **ngram_tables(parsed))
     rng = np.random.default_rng(seed)
     header, offset = {}, 0
     for name, shp in shapes.items():
@@ -91,7 +119,7 @@ def write(out, shape="0.5b", layers=None, seed=0):
         f.write(len(raw).to_bytes(8, "little"))
         f.write(raw)
         for name, shp in shapes.items():
-            if name.endswith("norm.weight"):  # the hybrid generation's norms are zero-centred (1 + w)
+            if name.endswith("norm.weight") or ".norm_" in name:  # norms (the hybrid generation: zero-centred, 1 + w)
                 a = (0.0 if parsed.hybrid and "linear_attn" not in name else 1.0) + 0.1 * rng.standard_normal(shp, np.float32)
             else:
                 fan_in = shp[-1] if len(shp) == 2 else 1
