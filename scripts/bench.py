@@ -265,9 +265,12 @@ def machine():
 def work_per_token(cfg, prompt_len, weight_bytes=4):
     """-> (prefill FLOPs per prompt token, decode bytes of weights (weight_bytes per parameter: 4 in
     float32 mode, 2 for bf16 kept as stored) + float32 KV cache read per token)."""
-    from npqwen.info import summary
-    s = summary(cfg)
-    layer_params = s["active"] - s["embedding"] - s["lm_head"]  # a mixture of experts: only the k used
+    from npqwen.info import flash_next_summary, summary
+    if cfg.hyper_connections:   # Qwen3.8-Flash-Next: the layers' active weights (and 16 n-gram rows)
+        layer_params = flash_next_summary(cfg)["active"]
+    else:
+        s = summary(cfg)
+        layer_params = s["active"] - s["embedding"] - s["lm_head"]  # a mixture of experts: only the k used
     d, hd, H, K = cfg.hidden_size, cfg.head_dim, cfg.num_attention_heads, cfg.num_key_value_heads
     L, V = cfg.num_hidden_layers, cfg.vocab_size
     # matmuls: 2 FLOPs per weight; attention: q.k and p.v over on average half the prompt

@@ -275,6 +275,60 @@ def kv_cache_too_large(tmp):
     list(generate(load_model(GOLDEN), None, [1, 2, 3], max_new_tokens=10**13, eos_ids=[], max_context=10**13))
 
 
+# Qwen3.8-Flash-Next (bf16: its files are rewritten byte for byte, without the safetensors package)
+FLASH_NEXT = os.path.join(ROOT, "golden", "checkpoints", "qwen4_exp_text")
+SHARD = "model.layers.1.ple.ple_embedding.ngram_embedding.shard_{}.weight"
+
+
+def rewrite_safetensors(path, drop=(), rows=None):
+    """Copy a safetensors file's tensors as stored, leaving out `drop` and keeping only the first
+    rows[name] rows of a tensor."""
+    from npqwen.weights import read_header
+    start, tensors, _ = read_header(path)
+    with open(path, "rb") as f:
+        data = f.read()[start:]
+    header, parts, offset = {}, [], 0
+    for name, (dtype, shape, begin, end) in sorted(tensors.items(), key=lambda kv: kv[1][2]):
+        if name in drop:
+            continue
+        raw = data[begin:end]
+        if rows and name in rows:
+            raw = raw[:len(raw) // shape[0] * rows[name]]
+            shape = (rows[name],) + tuple(shape[1:])
+        header[name] = {"dtype": dtype, "shape": list(shape), "data_offsets": [offset, offset + len(raw)]}
+        parts.append(raw)
+        offset += len(raw)
+    head = json.dumps(header).encode()
+    with open(path, "wb") as f:
+        f.write(len(head).to_bytes(8, "little") + head + b"".join(parts))
+
+
+def flash_next_shard_missing(tmp):
+    d = copy_ckpt(tmp, FLASH_NEXT)
+    rewrite_safetensors(os.path.join(d, "model.safetensors"), drop=[SHARD.format(3)])
+    load_model(d)
+
+
+def flash_next_shard_short(tmp):
+    d = copy_ckpt(tmp, FLASH_NEXT)
+    rewrite_safetensors(os.path.join(d, "model.safetensors"), rows={SHARD.format(5): 20})
+    load_model(d)
+
+
+def flash_next_last_shard_cut(tmp):
+    d = copy_ckpt(tmp, FLASH_NEXT)
+    rewrite_safetensors(os.path.join(d, "model.safetensors"), rows={SHARD.format(27): 10})
+    load_model(d)
+
+
+def flash_next_config(**changes):
+    def f(tmp):
+        d = copy_ckpt(tmp, FLASH_NEXT)
+        edit_config(d, **changes)
+        load_model(d)
+    return f
+
+
 CASES = [
     ("checkpoint: only `pytorch_model.bin` (a pickle)", only_pickle, "safetensors"),
     ("checkpoint: no weights file", no_weights, "no model.safetensors"),
@@ -306,6 +360,15 @@ CASES = [
     ("config.json (Qwen3.5): value heads not a multiple of key heads",
      config_case(model_type="qwen3_5_text", architectures=["Qwen3_5ForCausalLM"], linear_num_key_heads=4,
                  linear_num_value_heads=6), "divisible"),
+    ("config.json (Qwen3.8-Flash-Next): indexer_kv_heads 2", flash_next_config(indexer_kv_heads=2), "must be 1"),
+    ("config.json (Qwen3.8-Flash-Next): ple_layer_ids [9] in 4 layers", flash_next_config(ple_layer_ids=[9]),
+     "out of range"),
+    ("config.json (Qwen3.8-Flash-Next): indexer_budget 10, blocks of 4", flash_next_config(indexer_budget=10),
+     "multiple"),
+    ("checkpoint (Qwen3.8-Flash-Next): an n-gram shard missing", flash_next_shard_missing, "shard_3"),
+    ("checkpoint (Qwen3.8-Flash-Next): an n-gram shard cut short", flash_next_shard_short, "shard_5"),
+    ("checkpoint (Qwen3.8-Flash-Next): an n-gram table shorter than its heads' primes need (the last shard cut)",
+     flash_next_last_shard_cut, "primes"),
     ("weights: a NaN in layer 2", nan_weights, "decoder layer 2"),
     ("generation: a KV cache larger than memory (10^13 new tokens in a 10^13-token context)", kv_cache_too_large,
      "KV cache"),
