@@ -44,6 +44,7 @@ class Context:
 # take about this many bytes: small enough to stay in the CPU's cache while they are masked,
 # exponentiated and normalised, and never [H, seq, seq] for a long prompt.
 SCORES_BYTES = 4 << 20
+NO_BIAS = np.zeros((1, 1, 1, 0), np.float32)   # every key given is visible
 
 
 def query_block(b, H, s):
@@ -107,6 +108,12 @@ def attend(q, k, v, w: Attention, cfg, ctx: Context, cache, layer, keep=None):  
                 bias = causal_mask(q1 - q0, s, ctx.padding, window, q_start=past + q0)
                 if keep is not None:
                     bias = np.where(keep(q0, q1, s), bias, NEG)
+                    if q1 - q0 == 1:   # one query (decode): read only the keys it keeps, not all of them
+                        for r in range(b):
+                            cols = np.flatnonzero(bias[min(r, len(bias) - 1), 0, 0] == 0)
+                            out[r:r + 1, q0:q1] = attention(q[r:r + 1, :, q0:q1], k[r:r + 1, :, cols],
+                                                            v[r:r + 1, :, cols], NO_BIAS).transpose(0, 2, 1, 3)
+                        continue
             out[:, q0:q1] = attention(q[:, :, q0:q1], k[:, :, :s], v[:, :, :s], bias).transpose(0, 2, 1, 3)
 
     # A prompt: every n-th query block on each core (causal blocks grow along it). Decode, one block,
