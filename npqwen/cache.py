@@ -27,6 +27,7 @@ class KVCache:
         di = getattr(config, "indexer_head_dim", 0)
         self.index = np.zeros((len(attention), batch, max_len, di), np.float32) if di else None
         self.ple = {}
+        self.blocks = {}   # QSA layer -> the keys of its complete blocks so far (qsa.Selection)
         self.padding = np.ones((batch, max_len), np.int64)  # 1 = real token, 0 = left padding
         self.length = 0    # positions filled so far (padding included)
         self.max_len = max_len

@@ -49,7 +49,9 @@ def qsa_attention(x, w: QSAAttention, cfg, ctx, cache=None, layer=0):  # [b, t, 
     keys = np.ascontiguousarray(qk[..., n * di:])                        # [b, t, d_i]
     if cache is not None:
         keys = cache.update_index(layer, keys)                           # [b, past + t, d_i]
-    selection = Selection(q, keys, w, cfg, ctx)
+    memo = cache.blocks.setdefault(layer, {"capacity": cache.max_len // cfg.indexer_compress_ratio + 1}) \
+        if cache is not None else None
+    selection = Selection(q, keys, w, cfg, ctx, memo)
     return gated_self_attention(x, w, cfg, ctx, cache, layer, keep=selection.keep)
 
 
@@ -57,7 +59,9 @@ class Selection:
     """Which keys each query keeps, computed for a block of queries at a time (attention.attend
     asks for queries q0..q1 against the first s keys)."""
 
-    def __init__(self, q, keys, w, cfg, ctx):
+    def __init__(self, q, keys, w, cfg, ctx, memo=None):
+        """memo: a dict kept with the cache, holding the keys of the blocks already complete (they
+        never change, so a decode step pools only the block its token completes)."""
         b, _, t, di = q.shape
         S = keys.shape[1]
         self.q, self.t, self.S, self.R = q, t, S, cfg.indexer_compress_ratio
@@ -67,15 +71,20 @@ class Selection:
         R = self.R
         self.n_blocks = (S - self.first) // R                            # complete blocks among all keys, per row
         NB = int(self.n_blocks.max())
-        self.block_keys = np.zeros((b, NB, di), np.float32)
+        fresh = memo is None or "keys" not in memo or not np.array_equal(memo["first"], self.first) \
+            or not np.array_equal(memo["inv_freq"], ctx.inv_freq) or memo["keys"].shape[1] < NB
+        if fresh:
+            done = np.zeros(b, np.int64)
+            stored = np.zeros((b, max(NB, 1 if memo is None else memo.get("capacity", 1)), di), np.float32)
+        else:
+            done, stored = memo["count"], memo["keys"]
         for r in range(b):   # each row's blocks start at its own first token
-            nb, f = int(self.n_blocks[r]), int(self.first[r])
-            if nb:
-                pooled = keys[r, f:f + nb * R].reshape(nb, R, di).mean(axis=1, dtype=np.float32)
-                self.block_keys[r, :nb] = rms_norm(pooled, w.index_k_norm, cfg.rms_norm_eps)
-        if NB:
-            cos, sin = rope_cos_sin(ctx.inv_freq, (np.arange(NB) * R)[None], ctx.rope_scale)   # block starts
-            self.block_keys = apply_rope(self.block_keys[:, None], cos, sin)[:, 0]
+            j0, j1, f = int(done[r]), int(self.n_blocks[r]), int(self.first[r])
+            if j1 > j0:
+                stored[r, j0:j1] = block_keys(keys[r, f + j0 * R:f + j1 * R], j0, w, cfg, ctx)
+        if memo is not None:
+            memo.update(first=self.first.copy(), inv_freq=ctx.inv_freq, count=self.n_blocks.copy(), keys=stored)
+        self.block_keys = stored[:, :NB]
         self.scale = np.float32(1 / np.sqrt(di))
 
     def keep(self, q0, q1, s):  # -> bool [b, 1, q1 - q0, s]: the keys queries q0..q1 (of the t new) may read
@@ -100,6 +109,16 @@ class Selection:
             tail = key_block[:, None, :] >= blocks[..., None]             # past the query's last complete block
             keep = np.where(sparse[..., None], in_chosen | tail, True)
         return keep[:, None]
+
+
+def block_keys(keys, j0, w, cfg, ctx):  # [n * R, d_i] raw index keys of blocks j0.. -> their keys [n, d_i]
+    """Each block's key: the mean of its raw index keys (float32), RMS-normalised, rotated at the
+    position of the block's first token (j R: positions count a row's real tokens from 0)."""
+    R, di = cfg.indexer_compress_ratio, keys.shape[-1]
+    pooled = keys.reshape(-1, R, di).mean(axis=1, dtype=np.float32)
+    k = rms_norm(pooled, w.index_k_norm, cfg.rms_norm_eps)
+    cos, sin = rope_cos_sin(ctx.inv_freq, (np.arange(j0, j0 + len(k)) * R)[None], ctx.rope_scale)
+    return apply_rope(k[None, None], cos, sin)[0, 0]
 
 
 def load_qsa_attention(up, cfg, p) -> QSAAttention:

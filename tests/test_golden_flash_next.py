@@ -3,6 +3,7 @@
 1e-2 (test_golden.py checks that done right they agree to 1e-4, test_generation.py that greedy
 decoding through the cache equals transformers' generate)."""
 
+import json
 import shutil
 
 import numpy as np
@@ -119,3 +120,32 @@ def test_shards_are_ordered_numerically_not_as_strings(tmp_path):
     table.shards = [numeric[i] for i in as_strings]
     table.starts = np.cumsum([0] + [len(s) for s in table.shards])
     assert error_against_golden(case, model) > 1e-4
+
+
+def test_greedy_generation_through_the_command_line_equals_transformers(tmp_path):
+    """`python -m npqwen.generate` on the golden model, through its tokenizer, streaming and cache, 24
+    greedy tokens across six of the indexer's blocks: transformers' tokens. The golden model has no
+    tokenizer, so one of a character per id is written beside a copy of it, and p0's ids (the eos
+    inside it typed as its special token) are the prompt."""
+    from safetensors.numpy import load_file
+    from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, pre_tokenizers
+    from cli_inprocess import run_cli
+    from conftest import REFERENCES
+    case = "qwen4_exp_text"
+    d = _shard_copy(tmp_path, case)
+    cfg = fresh(case).config
+    eos = cfg.eos_token_id
+    chars = {i: ("<|endoftext|>" if i == eos else chr(0x4E00 + i)) for i in range(cfg.vocab_size)}
+    tok = Tokenizer(models.WordLevel({c: i for i, c in chars.items()}, unk_token=chars[0]))
+    tok.pre_tokenizer = pre_tokenizers.Split(Regex("<\\|endoftext\\|>|."), "isolated")
+    tok.decoder = decoders.Fuse()
+    tok.add_special_tokens([AddedToken("<|endoftext|>", special=True)])
+    tok.save(str(d / "tokenizer.json"))
+    ref = load_file(f"{REFERENCES}/{case}.safetensors")
+    ids, want = ref["p0.input_ids"][0], ref["p0.generated"][0]
+    assert eos in ids.tolist()                                   # the n-gram reset, typed
+    status, out, err = run_cli(["--model", str(d), "--temperature", "0", "--max-new-tokens", str(len(want)),
+                                "--json", "".join(chars[int(i)] for i in ids)])
+    assert status == 0, err
+    got = [json.loads(line)["id"] for line in out.splitlines()]
+    assert got == want.tolist()
