@@ -20,12 +20,12 @@ mixer's output, [b, t, d]). The logits include the mixer.
 import numpy as np
 
 from .attention import Context
-from .model import Model, ModelOutput, _check_finite, position_ids_from_mask
+from .model import Model, ModelOutput, _check_finite
 from .deltanet import load_gated_deltanet
 from .engram import PLEState, load_ple, open_table, ple
 from .hyper import load_hyper_connection, read, streams_from_embeddings, write
 from .mlp import load_sparse_moe
-from .primitives import linear, rope_cos_sin, rope_inv_freq
+from .primitives import linear
 from .progress import Progress
 from .qsa import load_qsa_attention
 from .weights import to_float32
@@ -74,16 +74,7 @@ class FlashNextModel(Model):
     def _forward(self, ids, mask, output_hidden_states, cache, logits_to_keep, lm_head=True):
         cfg = self.config
         b, t = ids.shape
-        past = cache.length if cache is not None else 0
-        if cache is not None:
-            cache.reserve(t, mask)
-            padding = cache.padding[:, :past + t]
-        else:
-            padding = mask if mask is not None else np.ones((b, t), np.int64)
-        positions = position_ids_from_mask(padding)[:, past:]                   # [b, t]
-        inv_freq, scale = rope_inv_freq(cfg.rotary_dim, cfg.rope_parameters, cfg.max_position_embeddings,
-                                        seq_len=int(positions.max()) + 1)
-        cos, sin = rope_cos_sin(inv_freq, positions, scale)
+        padding, inv_freq, scale, cos, sin = self._positions(ids, mask, cache)   # (model.py)
         ctx = HyperContext(cos, sin, None if padding.all() else padding, inv_freq, scale, ids)
 
         x = to_float32(self.embed[ids])                                        # [b, t, d]

@@ -91,7 +91,9 @@ class Model:
 
     __call__ = forward
 
-    def _forward(self, ids, mask, output_hidden_states, cache, logits_to_keep, lm_head=True):
+    def _positions(self, ids, mask, cache):
+        """-> (padding [b, past + t], inv_freq, scale, cos, sin [b, t, rotary]): where the new tokens
+        are, counting only real tokens (left padding excluded), and RoPE at those positions."""
         cfg = self.config
         b, t = ids.shape
         past = cache.length if cache is not None else 0
@@ -104,6 +106,12 @@ class Model:
         inv_freq, scale = rope_inv_freq(cfg.rotary_dim, cfg.rope_parameters, cfg.max_position_embeddings,
                                         seq_len=int(positions.max()) + 1)
         cos, sin = rope_cos_sin(inv_freq, positions, scale)                # [b, t, hd]
+        return padding, inv_freq, scale, cos, sin
+
+    def _forward(self, ids, mask, output_hidden_states, cache, logits_to_keep, lm_head=True):
+        cfg = self.config
+        b, t = ids.shape
+        padding, _, _, cos, sin = self._positions(ids, mask, cache)
         ctx = Context(cos, sin, padding=None if padding.all() else padding)
 
         x = to_float32(self.embed[ids])                                       # [b, t, d]

@@ -707,6 +707,11 @@ def mtp_tensors(tensors, config, gen):
     shapes = {"mtp.fc.weight": (h, 2 * h), "mtp.pre_fc_norm_embedding.weight": (h,),
               "mtp.pre_fc_norm_hidden.weight": (h,), "mtp.norm.weight": (h,)}
     shapes.update({"mtp.layers.0." + k[len(layer):]: tuple(t.shape) for k, t in tensors.items() if k.startswith(layer)})
+    return random_tensors(shapes, gen, dtype)
+
+
+def random_tensors(shapes, gen, dtype):
+    """{name: shape} -> random tensors: norms about 0 (zero-centred), matrices scaled by 1/sqrt(fan-in)."""
     out = {}
     for name in sorted(shapes):
         shape = shapes[name]

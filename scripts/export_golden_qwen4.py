@@ -187,12 +187,7 @@ def mtp_tensors_qwen4(tensors, tc, gen):
     shapes.update({"mtp." + k[len("model.language_model."):]: tuple(t.shape) for k, t in tensors.items()
                    if k.startswith("model.language_model.hyper_connection_mixer.")})
     shapes.update({"mtp.layers.0." + k[len(layer):]: tuple(t.shape) for k, t in tensors.items() if k.startswith(layer)})
-    out = {}
-    for name in sorted(shapes):
-        shape = shapes[name]
-        scale = 0.3 if "norm" in name else 1.0 / shape[-1] ** 0.5
-        out[name] = (scale * torch.randn(shape, generator=gen)).to(dtype)
-    return out
+    return eg.random_tensors(shapes, gen, dtype)
 
 
 def released_config(folder):
