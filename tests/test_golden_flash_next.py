@@ -149,3 +149,41 @@ def test_greedy_generation_through_the_command_line_equals_transformers(tmp_path
     assert status == 0, err
     got = [json.loads(line)["id"] for line in out.splitlines()]
     assert got == want.tolist()
+
+
+def test_the_server_engine_batches_this_model_as_generate_runs_it_alone():
+    """Rows join and leave a running batch carrying their DeltaNet states, their PLE ids and
+    convolution inputs and their index keys (batching.py): each gets the tokens it gets alone."""
+    import threading
+    from near_ties import MARGIN, greedy_margin
+    from npqwen import SamplingSettings, generate
+    from npqwen.batching import Engine, Request
+    case = "qwen4_exp_text"
+    model = fresh(case)
+
+    class NoText:   # the golden model has no tokenizer: the engine's streams decode nothing
+        def stream(self, skip_special_tokens=True):
+            return type("S", (), dict(feed=lambda self, i: "", flush=lambda self: ""))()
+
+    rng = np.random.default_rng(4)
+    eos = model.config.eos_token_id
+    jobs = [[int(i) for i in rng.integers(8, 300, n)] for n in (9, 70, 3, 33, 50)]
+    seen, done = [[] for _ in jobs], [threading.Event() for _ in jobs]
+
+    def on_event(i):
+        def f(e):
+            if e.token is not None:
+                seen[i].append(e.token.id)
+            if e.finish_reason or e.error:
+                done[i].set()
+        return f
+    engine = Engine(model, NoText(), [], max_batch=3)
+    try:
+        for i, ids in enumerate(jobs):
+            engine.submit(Request(ids, 14, SamplingSettings(), on_event(i)))
+        assert all(d.wait(120) for d in done)
+    finally:
+        engine.close()
+    for ids, got in zip(jobs, seen):
+        assert eos not in ids and greedy_margin(model, None, ids, 14) > MARGIN   # (near_ties.py)
+        assert got == [t.id for t in generate(model, None, ids, 14, eos_ids=[])]
