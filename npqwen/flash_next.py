@@ -22,7 +22,7 @@ import numpy as np
 from .attention import Context
 from .model import Model, ModelOutput, _check_finite
 from .deltanet import load_gated_deltanet
-from .engram import PLEState, load_ple, open_table, ple
+from .engram import load_ple, open_table, ple
 from .hyper import load_hyper_connection, read, streams_from_embeddings, write
 from .mlp import load_sparse_moe
 from .primitives import linear
@@ -127,6 +127,3 @@ def load_layers(up, cfg, where):
                                  load_sparse_moe(up, cfg, p + "mlp.")))
     progress.close()
     return layers, load_hyper_connection(up, cfg, m + "hyper_connection_mixer.", inject=False)
-
-
-__all__ = ["FlashNextModel", "HyperLayer", "HyperContext", "PLEState", "decoder_layer", "load_layers"]

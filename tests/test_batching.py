@@ -45,6 +45,26 @@ def collect(engine, jobs, gaps=None):
     return [("".join(o["text"]), o.get("reason"), o.get("usage"), o.get("error")) for o in out]
 
 
+def engine_ids(engine, jobs):
+    """Submit greedy (prompt ids, max_new_tokens, seed) jobs all at once; -> the ids each got. Closes the engine."""
+    ids_seen, out = [[] for _ in jobs], [threading.Event() for _ in jobs]
+
+    def on_event(i):
+        def f(e):
+            if e.token is not None:
+                ids_seen[i].append(e.token.id)
+            if e.finish_reason or e.error:
+                out[i].set()
+        return f
+    try:
+        for i, (ids, n, seed) in enumerate(jobs):
+            engine.submit(Request(ids, n, SamplingSettings(), on_event(i), seed=seed))
+        assert all(o.wait(120) for o in out)
+    finally:
+        engine.close()
+    return ids_seen
+
+
 def alone(ids, n, s=None, seed=None):
     return "".join(t.text for t in generate(load_model_once(DEMO), Tokenizer(DEMO), ids, n, s, seed, EOS))
 
@@ -142,23 +162,7 @@ def test_hybrid_rows_joining_a_running_batch_get_what_they_get_alone():
     tok = Tokenizer(DEMO)  # its byte-level ids below 256 decode the hybrid model's small vocabulary
     rng = np.random.default_rng(0)
     jobs = [(rng.integers(1, 256, n).tolist(), 12, None, i) for i, n in enumerate([9, 70, 3, 30, 140])]
-    ids_seen = [[] for _ in jobs]
-    engine = Engine(model, tok, [], max_batch=3)
-    try:
-        out = [threading.Event() for _ in jobs]
-
-        def on_event(i):
-            def f(e):
-                if e.token is not None:
-                    ids_seen[i].append(e.token.id)
-                if e.finish_reason or e.error:
-                    out[i].set()
-            return f
-        for i, (ids, n, s, seed) in enumerate(jobs):
-            engine.submit(Request(ids, n, SamplingSettings(), on_event(i), seed=seed))
-        assert all(o.wait(120) for o in out)
-    finally:
-        engine.close()
+    ids_seen = engine_ids(Engine(model, tok, [], max_batch=3), [(ids, n, seed) for ids, n, _, seed in jobs])
     for (ids, n, _, _), got in zip(jobs, ids_seen):
         assert greedy_margin(model, None, ids, n) > MARGIN   # (near_ties.py)
         assert got == [t.id for t in generate(model, None, ids, n, eos_ids=[])]

@@ -154,10 +154,10 @@ def test_greedy_generation_through_the_command_line_equals_transformers(tmp_path
 def test_the_server_engine_batches_this_model_as_generate_runs_it_alone():
     """Rows join and leave a running batch carrying their DeltaNet states, their PLE ids and
     convolution inputs and their index keys (batching.py): each gets the tokens it gets alone."""
-    import threading
     from near_ties import MARGIN, greedy_margin
-    from npqwen import SamplingSettings, generate
-    from npqwen.batching import Engine, Request
+    from npqwen import generate
+    from npqwen.batching import Engine
+    from test_batching import engine_ids
     case = "qwen4_exp_text"
     model = fresh(case)
 
@@ -168,22 +168,7 @@ def test_the_server_engine_batches_this_model_as_generate_runs_it_alone():
     rng = np.random.default_rng(4)
     eos = model.config.eos_token_id
     jobs = [[int(i) for i in rng.integers(8, 300, n)] for n in (9, 70, 3, 33, 50)]
-    seen, done = [[] for _ in jobs], [threading.Event() for _ in jobs]
-
-    def on_event(i):
-        def f(e):
-            if e.token is not None:
-                seen[i].append(e.token.id)
-            if e.finish_reason or e.error:
-                done[i].set()
-        return f
-    engine = Engine(model, NoText(), [], max_batch=3)
-    try:
-        for i, ids in enumerate(jobs):
-            engine.submit(Request(ids, 14, SamplingSettings(), on_event(i)))
-        assert all(d.wait(120) for d in done)
-    finally:
-        engine.close()
+    seen = engine_ids(Engine(model, NoText(), [], max_batch=3), [(ids, 14, None) for ids in jobs])
     for ids, got in zip(jobs, seen):
         assert eos not in ids and greedy_margin(model, None, ids, 14) > MARGIN   # (near_ties.py)
         assert got == [t.id for t in generate(model, None, ids, 14, eos_ids=[])]
