@@ -30,6 +30,8 @@ class KVCache:
         self.blocks = {}   # QSA layer -> the keys of its complete blocks so far (qsa.Selection)
         self.padding = np.ones((batch, max_len), np.int64)  # 1 = real token, 0 = left padding
         self.length = 0    # positions filled so far (padding included)
+        # after images: a row's next position minus its index (vision/multimodal.py; 0 for text)
+        self.rope_delta = np.zeros(batch, np.int64)
         self.max_len = max_len
 
     def reserve(self, n: int, padding_mask=None) -> None:

@@ -104,6 +104,15 @@ class ModelConfig:
     indexer_head_dim: int = 0          # their width,
     indexer_budget: int = 0            # tokens of complete blocks each query may attend to,
     indexer_compress_ratio: int = 0    # tokens per block
+    # the vision-language models: image tokens' 3-D positions (vision/positions.py) and the tower
+    mrope: str | None = None           # "interleaved" or "contiguous": how RoPE's frequencies split over t, h, w
+    mrope_section: list = field(default_factory=list)   # frequencies given to t, h and w
+    experts_in_out: bool = False       # fused experts stored [E, d, 2i] and [E, i, d] (Qwen3-VL-MoE)
+    image_token_id: int | None = None  # the placeholder each image's features replace
+    video_token_id: int | None = None
+    vision_start_token_id: int | None = None
+    vision_end_token_id: int | None = None
+    vision: object = None              # vision.config.VisionConfig of a composite checkpoint's tower, or None
 
     @property
     def ngram_heads(self) -> int:
@@ -264,13 +273,39 @@ def _parse(d, src) -> ModelConfig:
         qkv_bias=bias, o_proj_bias=bias and arch.o_proj_bias, qk_norm=arch.qk_norm,
         **_moe_fields(d, arch, n_layers, src), **_hybrid_fields(d, arch, src, head_dim),
         **_hyper_fields(d, arch, src, head_dim, ints["hidden_size"], layer_types),
+        **_mrope_fields(d, arch, src, head_dim),
     )
 
 
+def _mrope_fields(d, arch, src, head_dim) -> dict:
+    """How M-RoPE gives the rotary frequencies to the time, height and width axes (primitives.mrope_cos_sin).
+    The class decides the layout (interleaved for Qwen3-VL / Qwen3.5 whatever mrope_interleaved says:
+    transformers 5.23 does not read it); mrope_section how many frequencies each axis gets."""
+    if not arch.mrope:
+        return {}
+    rp = d.get("rope_parameters") or d.get("rope_scaling") or {}
+    section = rp.get("mrope_section", list(arch.mrope_section)) if isinstance(rp, dict) else list(arch.mrope_section)
+    prf = rp.get("partial_rotary_factor", d.get("partial_rotary_factor", 1.0)) if isinstance(rp, dict) else 1.0
+    half = int(head_dim * (prf if _is_num(prf) else 1.0)) // 2
+    if not isinstance(section, list) or len(section) != 3 or \
+            not all(isinstance(n, int) and not isinstance(n, bool) and n >= 0 for n in section):
+        raise ConfigError(f"{src}: mrope_section must be a list of 3 non-negative integers (the time, height and "
+                          f"width frequencies), found {section!r}")
+    if arch.mrope == "contiguous" and sum(section) != half:
+        raise ConfigError(f"{src}: mrope_section {section} must add up to the {half} rotary frequencies "
+                          f"(head_dim / 2)")
+    return dict(mrope=arch.mrope, mrope_section=list(section), experts_in_out=arch.experts_in_out)
+
+
 def _parse_composite(d, src, arch, archs) -> ModelConfig:
-    """A released Qwen3.5 checkpoint: the text model's config in text_config, its weights under
-    model.language_model.*; tying follows the top-level tie_word_embeddings (Qwen3_5Config's)."""
+    """A vision-language checkpoint (Qwen3.5 as released, Qwen3-VL, Qwen2.5-VL): the text model's
+    config in text_config, its weights under model.language_model.* (load_model also reads the older
+    model.*), the vision tower's in vision_config; tying follows the top-level tie_word_embeddings
+    (Qwen2.5-VL's config class also takes text_config's, as older saves placed it there).
+    Qwen2.5-VL's hub files are flat: the text fields at the top level, beside vision_config."""
     text = d.get("text_config")
+    if text is None and arch.flat_text_config:
+        text = {k: v for k, v in d.items() if k not in ("text_config", "vision_config", "model_type", "architectures")}
     if not isinstance(text, dict):
         raise ConfigError(f"{src}: model_type {arch.model_type!r} needs a 'text_config' object, found {text!r}")
     text = dict(text)
@@ -278,12 +313,23 @@ def _parse_composite(d, src, arch, archs) -> ModelConfig:
         raise ConfigError(f"{src}: text_config.model_type must be {arch.text_config_of!r}, found "
                           f"{text['model_type']!r}")
     text["architectures"] = [ARCHITECTURES[arch.text_config_of].class_name]
-    text["tie_word_embeddings"] = d.get("tie_word_embeddings", False)
+    tied = _bool(d, "tie_word_embeddings", False, src)
+    if arch.flat_text_config and not tied:
+        tied = _bool(text, "tie_word_embeddings", False, src)
+    text["tie_word_embeddings"] = tied
     for key in ("bos_token_id", "eos_token_id", "pad_token_id"):
         if text.get(key) is None and d.get(key) is not None:
             text[key] = d[key]
-    cfg = _parse(text, f"{src} (text_config)")
+    cfg = _parse(text, f"{src} (text_config)" if "text_config" in d else src)
     cfg.model_type, cfg.architectures, cfg.weight_prefix = arch.model_type, archs, "model.language_model."
+    names = ("image_token_id", "video_token_id", "vision_start_token_id", "vision_end_token_id")
+    for name, default in zip(names, arch.image_tokens):
+        value = d.get(name, default) if d.get(name) is not None else default
+        if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+            raise ConfigError(f"{src}: {name} must be a token id, found {value!r}")
+        setattr(cfg, name, value)
+    from .vision.config import parse_vision_config   # no Pillow: reading a config never needs it
+    cfg.vision = parse_vision_config(d.get("vision_config"), arch, f"{src} (vision_config)", cfg.hidden_size)
     return cfg
 
 
@@ -441,6 +487,8 @@ def _rope_parameters(d, src, max_pos, arch) -> dict:
     rp = dict(rp)
     rope_type = rp.pop("rope_type", None) or rp.pop("type", None) or "default"
     rp.pop("type", None)
+    if arch.mrope and rope_type == "mrope":   # Qwen2-VL / Qwen2.5-VL's hub files: ordinary RoPE, on 3 axes
+        rope_type = "default"
     if rope_type not in SUPPORTED_ROPE_TYPES:
         raise ConfigError(f"{src}: {where} type {rope_type!r} is not supported "
                           f"(npqwen supports: {', '.join(SUPPORTED_ROPE_TYPES)})")
@@ -452,9 +500,9 @@ def _rope_parameters(d, src, max_pos, arch) -> dict:
     prf = rp.pop("partial_rotary_factor", d.get("partial_rotary_factor", 1.0))
     if not arch.hybrid and prf != 1.0:
         raise ConfigError(f"{src}: partial_rotary_factor {prf!r} is not supported by {arch.class_name} (must be 1.0)")
-    if arch.hybrid:
-        # Multi-axis RoPE (time, height, width) of the vision-language checkpoints: for text alone the
-        # three position axes are the token's position, and it is exactly ordinary RoPE.
+    if arch.mrope:
+        # Multi-axis RoPE (time, height, width) of the vision-language checkpoints (_mrope_fields): for
+        # text alone the three position axes are the token's position, and it is exactly ordinary RoPE.
         rp.pop("mrope_section", None), rp.pop("mrope_interleaved", None)
     unknown = sorted(set(rp) - _ROPE_KEYS[rope_type])
     if unknown:

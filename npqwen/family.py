@@ -25,7 +25,7 @@ Every RMSNorm of theirs is zero-centred: its weight w is stored as an offset, ap
   qwen3_5_moe_text  Qwen3_5MoeForCausalLM as qwen3_5_text                                   sparse MoE + shared expert,
                                                                                             every layer, top-k renormalised
   qwen3_5, qwen3_5_moe: the released checkpoints (Qwen3_5[Moe]ForConditionalGeneration): a vision
-  tower beside the text model; npqwen reads the text model (text_config, model.language_model.*).
+  tower (vision/tower.py) beside the text model (text_config, model.language_model.*).
 
 Qwen3.8-Flash-Next (qwen4_exp_text, and qwen4_exp as released) keeps the hybrid layers and changes
 the decoder around them (flash_next.py): four residual streams mixed by hyper-connections instead
@@ -35,6 +35,17 @@ indexer scores highest (qsa.py).
 
   qwen4_exp_text    Qwen4ExpForCausalLM   DeltaNet (split, sigmoid output gate) / QSA      sparse MoE + shared expert,
                                                                                             every layer
+
+The vision-language models are a vision tower (vision/) beside one of the text models above; image
+tokens take 3-D positions (time, height, width) whose rotary frequencies are split between the three
+axes, interleaved (t h w t h w ...) or in three contiguous sections (mrope below):
+
+  qwen3_vl_text     Qwen3VLTextModel      as qwen3 (RoPE interleaved between 3 axes)     dense SwiGLU
+  qwen3_vl_moe_text Qwen3VLMoeTextModel   as qwen3                                       sparse MoE, experts fused and
+                                                                                          stored [E, in, out], top-k renormalised
+  qwen2_5_vl_text   Qwen2_5_VLTextModel   as qwen2 (RoPE in 3 contiguous sections)       dense SwiGLU
+  qwen3_vl, qwen3_vl_moe, qwen2_5_vl: the ForConditionalGeneration checkpoints (Qwen2.5-VL's hub files
+  are flat: the text fields at the top level, weights model.* and visual.*).
 
 Layer i's MLP is sparse iff the model has experts, i is not in mlp_only_layers and
 (i + 1) % decoder_sparse_step == 0 (all three MoE configs agree). The rules below are transformers
@@ -63,6 +74,13 @@ class Architecture:
     fixed_norm_topk_prob: bool | None = None  # Qwen3.5-MoE always renormalises
     text_config_of: str | None = None     # a composite checkpoint: the model_type of its text_config
     hyper_connections: bool = False       # Qwen3.8-Flash-Next: streams, n-gram embeddings, sparse attention
+    # the vision-language generation
+    mrope: str | None = None        # how RoPE's frequencies are shared between t, h, w: "interleaved" or "contiguous"
+    mrope_section: tuple = ()       # frequencies per axis when rope_parameters has no mrope_section (the class default)
+    vision: str | None = None       # a composite's vision tower: "qwen3" (LayerNorm, learned positions) or "qwen2_5"
+    image_tokens: tuple = ()        # default (image, video, vision_start, vision_end) token ids of the config class
+    flat_text_config: bool = False  # the text fields may sit at the top level (Qwen2.5-VL's hub files)
+    experts_in_out: bool = False    # fused experts stored [E, d, 2i] / [E, i, d] (Qwen3-VL-MoE), not [E, 2i, d]
 
 
 # Defaults of the MoE fields, as transformers' config classes set them.
@@ -76,6 +94,9 @@ _QWEN3_5_MOE = dict(num_experts=256, num_experts_per_tok=8, moe_intermediate_siz
                     shared_expert_intermediate_size=512)
 _QWEN4_EXP_MOE = dict(num_experts=512, num_experts_per_tok=10, moe_intermediate_size=512,
                       shared_expert_intermediate_size=512, norm_topk_prob=True)
+_QWEN3_VL_MOE = dict(num_experts=60, num_experts_per_tok=4, moe_intermediate_size=1408, decoder_sparse_step=1)
+_QWEN3_5_TOKENS = (248056, 248057, 248053, 248054)   # image, video, vision_start, vision_end
+_QWEN_VL_TOKENS = (151655, 151656, 151652, 151653)
 # Qwen3.8-Flash-Next's own fields and the defaults of transformers 5.23's Qwen4ExpTextConfig
 # (split_ngram_parts: 512 by default, 128 in the release; seed: 1234 when absent, as released).
 HYPER_DEFAULTS = dict(hc_count=4, hc_lowrank=320, ple_conv_kernel_size=4, ngram_size=3, heads_per_ngram=8,
@@ -102,22 +123,46 @@ ARCHITECTURES = {a.model_type: a for a in [
                  moe=_QWEN3_NEXT_MOE, shared_expert=True, hybrid=True, deltanet_layout="fused"),
     Architecture("qwen3_5_text", "Qwen3_5ForCausalLM", qk_norm=True, bias_field="attention_bias",
                  bias_default=False, o_proj_bias=True, head_dim_default=256, window_rule="none",
-                 hybrid=True, deltanet_layout="split"),
+                 hybrid=True, deltanet_layout="split", mrope="interleaved", mrope_section=(11, 11, 10)),
     Architecture("qwen3_5_moe_text", "Qwen3_5MoeForCausalLM", qk_norm=True, bias_field="attention_bias",
                  bias_default=False, o_proj_bias=True, head_dim_default=256, window_rule="none",
                  moe=_QWEN3_5_MOE, shared_expert=True, hybrid=True, deltanet_layout="split",
-                 every_layer_sparse=True, fixed_norm_topk_prob=True),
+                 every_layer_sparse=True, fixed_norm_topk_prob=True, mrope="interleaved",
+                 mrope_section=(11, 11, 10)),
     Architecture("qwen4_exp_text", "Qwen4ExpForCausalLM", qk_norm=True, bias_field="attention_bias",
                  bias_default=False, o_proj_bias=True, head_dim_default=256, window_rule="none",
                  moe=_QWEN4_EXP_MOE, shared_expert=True, hybrid=True, deltanet_layout="split",
-                 every_layer_sparse=True, hyper_connections=True),
+                 every_layer_sparse=True, hyper_connections=True, mrope="interleaved",
+                 mrope_section=(11, 11, 10)),
     Architecture("qwen4_exp", "Qwen4ExpForConditionalGeneration", qk_norm=True, bias_field=None, bias_default=False,
-                 o_proj_bias=False, head_dim_default=None, window_rule="none", text_config_of="qwen4_exp_text"),
+                 o_proj_bias=False, head_dim_default=None, window_rule="none", text_config_of="qwen4_exp_text",
+                 vision="qwen3", image_tokens=_QWEN3_5_TOKENS),
     Architecture("qwen3_5", "Qwen3_5ForConditionalGeneration", qk_norm=True, bias_field=None, bias_default=False,
-                 o_proj_bias=False, head_dim_default=None, window_rule="none", text_config_of="qwen3_5_text"),
+                 o_proj_bias=False, head_dim_default=None, window_rule="none", text_config_of="qwen3_5_text",
+                 vision="qwen3", image_tokens=_QWEN3_5_TOKENS),
     Architecture("qwen3_5_moe", "Qwen3_5MoeForConditionalGeneration", qk_norm=True, bias_field=None,
                  bias_default=False, o_proj_bias=False, head_dim_default=None, window_rule="none",
-                 text_config_of="qwen3_5_moe_text"),
+                 text_config_of="qwen3_5_moe_text", vision="qwen3", image_tokens=_QWEN3_5_TOKENS),
+    Architecture("qwen3_vl_text", "Qwen3VLTextModel", qk_norm=True, bias_field="attention_bias", bias_default=False,
+                 o_proj_bias=True, head_dim_default=128, window_rule="from_max_window_layers", mrope="interleaved",
+                 mrope_section=(24, 20, 20)),
+    Architecture("qwen3_vl_moe_text", "Qwen3VLMoeTextModel", qk_norm=True, bias_field="attention_bias",
+                 bias_default=False, o_proj_bias=True, head_dim_default=None, window_rule="from_max_window_layers",
+                 moe=_QWEN3_VL_MOE, fixed_norm_topk_prob=True, experts_in_out=True, mrope="interleaved",
+                 mrope_section=(24, 20, 20)),
+    Architecture("qwen2_5_vl_text", "Qwen2_5_VLTextModel", qk_norm=False, bias_field=None, bias_default=True,
+                 o_proj_bias=False, head_dim_default=None, window_rule="from_max_window_layers", mrope="contiguous",
+                 mrope_section=(16, 24, 24)),
+    Architecture("qwen3_vl", "Qwen3VLForConditionalGeneration", qk_norm=True, bias_field=None, bias_default=False,
+                 o_proj_bias=False, head_dim_default=None, window_rule="none", text_config_of="qwen3_vl_text",
+                 vision="qwen3", image_tokens=_QWEN_VL_TOKENS),
+    Architecture("qwen3_vl_moe", "Qwen3VLMoeForConditionalGeneration", qk_norm=True, bias_field=None,
+                 bias_default=False, o_proj_bias=False, head_dim_default=None, window_rule="none",
+                 text_config_of="qwen3_vl_moe_text", vision="qwen3", image_tokens=_QWEN_VL_TOKENS),
+    Architecture("qwen2_5_vl", "Qwen2_5_VLForConditionalGeneration", qk_norm=False, bias_field=None,
+                 bias_default=False, o_proj_bias=False, head_dim_default=None, window_rule="none",
+                 text_config_of="qwen2_5_vl_text", vision="qwen2_5", image_tokens=_QWEN_VL_TOKENS,
+                 flat_text_config=True),
 ]}
 
 

@@ -71,13 +71,15 @@ class FlashNextModel(Model):
         super().__init__(config, embed, layers, None, lm_head)
         self.final_mixer = final_mixer          # hyper.HyperConnection without W_inject
 
-    def _forward(self, ids, mask, output_hidden_states, cache, logits_to_keep, lm_head=True):
+    def _forward(self, ids, mask, output_hidden_states, cache, logits_to_keep, lm_head=True, images=None):
         cfg = self.config
         b, t = ids.shape
-        padding, inv_freq, scale, cos, sin = self._positions(ids, mask, cache)   # (model.py)
+        padding, inv_freq, scale, cos, sin = self._positions(ids, mask, cache, images)   # (model.py)
         ctx = HyperContext(cos, sin, None if padding.all() else padding, inv_freq, scale, ids)
 
         x = to_float32(self.embed[ids])                                        # [b, t, d]
+        if images is not None:
+            x = images.embed(x)                                                # (vision/multimodal.py)
         _check_finite(x, "the embedding")
         S = streams_from_embeddings(x, cfg.hc_count)                            # [b, t, hc * d]
         hidden = [S]

@@ -19,7 +19,7 @@ from .config import ModelConfig
 from .errors import NpqwenError
 from .mlp import DenseMLP, SparseMoE, load_dense_mlp, load_sparse_moe
 from .progress import Progress
-from .primitives import linear, rms_norm, rope_cos_sin, rope_inv_freq
+from .primitives import linear, mrope_cos_sin, rms_norm, rope_cos_sin, rope_inv_freq
 from .threads import blas_threads
 from .deltanet import GatedDeltaNet, load_gated_deltanet
 from .weights import Upcast, check_tensors, norm_weight, open_checkpoint, to_float32
@@ -74,11 +74,14 @@ class Model:
         self.norm = norm          # [d]
         self.lm_head = lm_head    # [vocab, d] float32 (the same array as embed when tied), or a StoredMatrix
         self.weights_mode, self.weights_reason = "float32", ""
+        self.vision = None        # vision/tower.VisionTower of a vision-language checkpoint
 
     def forward(self, input_ids, attention_mask=None, output_hidden_states=False, cache=None,
-                logits_to_keep=0, lm_head=True) -> ModelOutput:
+                logits_to_keep=0, lm_head=True, pixel_values=None, image_grid_thw=None) -> ModelOutput:
         """input_ids [b, t] ints; attention_mask [b, t] 0/1 with 0 for left padding.
         -> logits [b, t, vocab] float32 (and hidden_states in transformers' convention).
+        pixel_values [n_patches, C*T*P*P], image_grid_thw [n_images, 3] (vision.load_image_processor's
+        output): the images whose <|image_pad|> tokens input_ids holds, expanded (vision/multimodal.py).
         cache: a KVCache holding the earlier positions; attention_mask then covers the new ones only.
         logits_to_keep: compute the LM head only for the last n positions (0 = all).
         lm_head=False: stop after the final norm (logits None, hidden_states returned) for a caller
@@ -86,14 +89,19 @@ class Model:
         ids, mask = self._check_inputs(input_ids, attention_mask)
         # NaN/inf are detected layer by layer below, with a clear error instead of numpy's warnings.
         # BLAS on one thread, but for the weights' products (threads.py says why).
+        images = None
+        if pixel_values is not None or image_grid_thw is not None:
+            from .vision.multimodal import image_inputs
+            images = image_inputs(self, ids, mask, pixel_values, image_grid_thw, cache.length if cache else 0)
         with np.errstate(over="ignore", invalid="ignore", divide="ignore"), blas_threads(1):
-            return self._forward(ids, mask, output_hidden_states, cache, logits_to_keep, lm_head)
+            return self._forward(ids, mask, output_hidden_states, cache, logits_to_keep, lm_head, images)
 
     __call__ = forward
 
-    def _positions(self, ids, mask, cache):
+    def _positions(self, ids, mask, cache, images=None):
         """-> (padding [b, past + t], inv_freq, scale, cos, sin [b, t, rotary]): where the new tokens
-        are, counting only real tokens (left padding excluded), and RoPE at those positions."""
+        are, counting only real tokens (left padding excluded), and RoPE at those positions. With
+        images, their tokens' 3-D positions (M-RoPE); after them, positions shifted by cache.rope_delta."""
         cfg = self.config
         b, t = ids.shape
         past = cache.length if cache is not None else 0
@@ -103,18 +111,29 @@ class Model:
         else:
             padding = mask if mask is not None else np.ones((b, t), np.int64)
         positions = position_ids_from_mask(padding)[:, past:]           # [b, t]
+        if cache is not None:
+            positions = positions + cache.rope_delta[:, None]
+        if images is not None:
+            positions = images.positions                                # [3, b, t]
+            if cache is not None:
+                cache.rope_delta[:] = images.delta
         inv_freq, scale = rope_inv_freq(cfg.rotary_dim, cfg.rope_parameters, cfg.max_position_embeddings,
                                         seq_len=int(positions.max()) + 1)
-        cos, sin = rope_cos_sin(inv_freq, positions, scale)                # [b, t, hd]
+        if positions.ndim == 3:
+            cos, sin = mrope_cos_sin(inv_freq, positions, cfg.mrope_section, cfg.mrope, scale)
+        else:
+            cos, sin = rope_cos_sin(inv_freq, positions, scale)            # [b, t, hd]
         return padding, inv_freq, scale, cos, sin
 
-    def _forward(self, ids, mask, output_hidden_states, cache, logits_to_keep, lm_head=True):
+    def _forward(self, ids, mask, output_hidden_states, cache, logits_to_keep, lm_head=True, images=None):
         cfg = self.config
         b, t = ids.shape
-        padding, _, _, cos, sin = self._positions(ids, mask, cache)
+        padding, _, _, cos, sin = self._positions(ids, mask, cache, images)
         ctx = Context(cos, sin, padding=None if padding.all() else padding)
 
         x = to_float32(self.embed[ids])                                       # [b, t, d]
+        if images is not None:
+            x = images.embed(x)                                               # the image tokens' features
         hidden = [x]
         progress = Progress("prefill: layer", len(self.layers), enabled=b * t >= 512)
         _check_finite(x, "the embedding")
@@ -122,6 +141,8 @@ class Model:
             x = decoder_layer(x, layer, cfg, ctx, cache, i)
             _check_finite(x, f"decoder layer {i}")
             hidden.append(x)
+            if images is not None:
+                x = images.after_layer(x, i)                                  # DeepStack (Qwen3-VL)
             progress.update(i + 1)
         progress.close()
         if cache is not None:
@@ -193,6 +214,12 @@ def load_model(path: str, weights: str = "auto") -> Model:
         raise NpqwenError(f"{path}: not a folder (expected a checkpoint folder with config.json and safetensors)")
     cfg = ModelConfig.from_file(path)
     tensors = open_checkpoint(path)
+    if cfg.vision is not None:   # a vision-language checkpoint: where its two parts are (vision/tower.py)
+        from .vision.tower import check_vision_prefix, vision_prefix
+        cfg.vision.prefix = vision_prefix(tensors, cfg.vision)
+        check_vision_prefix(tensors, cfg.vision.prefix, path)
+        if cfg.weight_prefix + "embed_tokens.weight" not in tensors and "model.embed_tokens.weight" in tensors:
+            cfg.weight_prefix = "model."   # the text model as older (transformers 4) files store it
     check_tensors(tensors, cfg, path)
     reason = f"asked for {weights}"
     if weights == "auto":
@@ -213,6 +240,10 @@ def load_model(path: str, weights: str = "auto") -> Model:
         progress.close()
         embed, lm_head = embeddings(up, cfg)
         model = Model(cfg, embed, layers, norm_weight(Upcast(tensors), cfg, cfg.weight_prefix + "norm.weight"), lm_head)
+    model.vision = None
+    if cfg.vision is not None and cfg.vision.prefix is not None:
+        from .vision.tower import load_tower
+        model.vision = load_tower(up, cfg.vision)
     model.weights_mode, model.weights_reason = weights, reason
     return model
 

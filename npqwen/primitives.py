@@ -79,6 +79,39 @@ def sigmoid(x):  # [...] -> [...]
     return np.float32(1) / (np.float32(1) + np.exp(-x))
 
 
+def layer_norm(x, weight, bias, eps=1e-6):  # [..., d], [d], [d] -> [..., d]
+    """LayerNorm (the vision towers'): (x - mean) / sqrt(var + eps) * weight + bias, var the biased
+    variance, in float32. Unlike RMSNorm it centres x first and adds a bias."""
+    x = x.astype(np.float32, copy=False)
+    mean = x.mean(axis=-1, keepdims=True)
+    y = x - mean
+    var = np.einsum("...i,...i->...", y, y)[..., None] / np.float32(x.shape[-1])
+    y /= np.sqrt(var + np.float32(eps))
+    y *= weight
+    y += bias
+    return y
+
+
+def erf(x):  # [...] -> [...] float32, |error| < 1.5e-7 (Abramowitz & Stegun 7.1.26)
+    """The error function, which NumPy lacks: 1 - (a1 t + ... + a5 t^5) exp(-x^2), t = 1 / (1 + p |x|),
+    odd in x. Its error is below float32's resolution near 1, where erf's values lie."""
+    a = np.abs(x).astype(np.float64)
+    t = 1.0 / (1.0 + 0.3275911 * a)
+    poly = t * (0.254829592 + t * (-0.284496736 + t * (1.421413741 + t * (-1.453152027 + t * 1.061405429))))
+    return (np.sign(x) * (1.0 - poly * np.exp(-a * a))).astype(np.float32)
+
+
+def gelu(x):  # [...] -> [...]
+    """GELU, exact: x * Phi(x) = x / 2 * (1 + erf(x / sqrt 2)) (torch's nn.GELU(): the patch mergers)."""
+    return (np.float32(0.5) * x * (np.float32(1) + erf(x * np.float32(0.5 ** 0.5)))).astype(np.float32)
+
+
+def gelu_tanh(x):  # [...] -> [...]
+    """GELU's tanh approximation, x / 2 * (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))) (gelu_pytorch_tanh)."""
+    inner = np.float32((2 / math.pi) ** 0.5) * (x + np.float32(0.044715) * x * x * x)
+    return np.float32(0.5) * x * (np.float32(1) + np.tanh(inner))
+
+
 def swiglu_mlp(x, w_gate_up, w_down, rows=2048):  # [..., d], [2i, d], [d, i] -> [..., d]
     """Qwen2's MLP: down(silu(gate(x)) * up(x)). The gate and up projections are stacked, gate rows
     then up rows, into one [2i, d] matrix so that a single product computes both. A long prompt
@@ -177,6 +210,28 @@ def rope_cos_sin(inv_freq, position_ids, scale=1.0):  # [hd/2], [b, t] -> cos, s
     """cos and sin of position * theta_i, for arbitrary (e.g. left-padded) position ids. Each
     frequency appears twice, for dimension i and i + hd/2: the rotate_half pairing below."""
     freqs = position_ids.astype(np.float32)[..., None] * inv_freq  # [b, t, hd/2]
+    emb = np.concatenate([freqs, freqs], axis=-1)
+    return (np.cos(emb) * np.float32(scale)).astype(np.float32), (np.sin(emb) * np.float32(scale)).astype(np.float32)
+
+
+def mrope_cos_sin(inv_freq, positions, section, layout, scale=1.0):  # [r/2], [3, b, t] -> cos, sin [b, t, r]
+    """Multimodal RoPE (Qwen2-VL onwards): a token has three positions, time, height and width (a text
+    token the same one thrice; an image token its row and column in the image), and each rotary
+    frequency i is turned by one of them. Which one, section = (n_t, n_h, n_w) frequencies each:
+      contiguous   (Qwen2.5-VL)        the first n_t frequencies by t, the next n_h by h, the last n_w by w;
+      interleaved  (Qwen3-VL, Qwen3.5)  t h w t h w ...: frequency i by h if i % 3 == 1 and i < 3 n_h, by w
+                                        if i % 3 == 2 and i < 3 n_w, else by t.
+    With the three positions equal it is exactly rope_cos_sin."""
+    half = len(inv_freq)
+    axis = np.zeros(half, np.int64)
+    if layout == "contiguous":
+        axis[:] = np.repeat([0, 1, 2], section)[:half]
+    else:
+        i = np.arange(half)
+        axis[(i % 3 == 1) & (i < 3 * section[1])] = 1
+        axis[(i % 3 == 2) & (i < 3 * section[2])] = 2
+    freqs = positions.astype(np.float32)[..., None] * inv_freq               # [3, b, t, r/2]
+    freqs = freqs[axis, ..., np.arange(half)].transpose(1, 2, 0)              # [b, t, r/2]: frequency i by axis[i]
     emb = np.concatenate([freqs, freqs], axis=-1)
     return (np.cos(emb) * np.float32(scale)).astype(np.float32), (np.sin(emb) * np.float32(scale)).astype(np.float32)
 

@@ -209,8 +209,8 @@ def _open_sharded(folder, index_path):
 
 # transformers itself ignores these when loading (old checkpoints saved RoPE buffers).
 IGNORED_SUFFIXES = ("rotary_emb.inv_freq",)
-# The vision tower and the multi-token-prediction layer of the hybrid generation's released
-# checkpoints: npqwen reads the text model only, and never loads these (nor does transformers' CausalLM).
+# The multi-token-prediction layer of the hybrid generation's released checkpoints (npqwen, as
+# transformers, never loads it), and a vision tower whose config.json has no vision_config.
 IGNORED_PREFIXES = ("model.visual.", "mtp.")
 
 
@@ -314,7 +314,9 @@ def mlp_shapes(D, I, p) -> dict:
 def sparse_moe_shapes(cfg, p, fused_experts=False) -> dict:
     D, E, I = cfg.hidden_size, cfg.num_experts, cfg.moe_intermediate_size
     shapes = {p + "gate.weight": (E, D)}  # the router
-    if fused_experts:
+    if fused_experts and cfg.experts_in_out:   # Qwen3-VL-MoE: each expert's matrices stored [in, out]
+        shapes.update({p + "experts.gate_up_proj": (E, D, 2 * I), p + "experts.down_proj": (E, I, D)})
+    elif fused_experts:
         shapes.update({p + "experts.gate_up_proj": (E, 2 * I, D), p + "experts.down_proj": (E, D, I)})
     for e in range(E if not fused_experts else 0):
         shapes.update(mlp_shapes(D, I, f"{p}experts.{e}."))
@@ -327,6 +329,10 @@ def sparse_moe_shapes(cfg, p, fused_experts=False) -> dict:
 def check_tensors(tensors: dict, cfg, folder: str) -> None:
     """Raise one CheckpointError listing every missing, unexpected, mis-shaped or non-float tensor."""
     want = expected_shapes(cfg, fused_experts=has_fused_experts(tensors, cfg.weight_prefix))
+    vision = cfg.vision is not None and cfg.vision.prefix is not None
+    if vision:
+        from .vision.tower import vision_shapes
+        want.update(vision_shapes(cfg.vision))
     problems = []
     for name, shape in want.items():
         if name not in tensors:
@@ -339,7 +345,7 @@ def check_tensors(tensors: dict, cfg, folder: str) -> None:
     for name in tensors:
         # A tied checkpoint may still carry lm_head.weight; transformers ignores it and so do we.
         if name not in want and not name.endswith(IGNORED_SUFFIXES) and name != "lm_head.weight" \
-                and not (cfg.hybrid and name.startswith(IGNORED_PREFIXES)) \
+                and not (cfg.hybrid and name.startswith(IGNORED_PREFIXES) and not (vision and name.startswith("model.visual."))) \
                 and not (cfg.hyper_connections and name.startswith(ngram_prefixes(cfg))):
             problems.append(f"unexpected tensor {name} (shape {list(tensors[name].shape)})")
     if problems:
