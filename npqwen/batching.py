@@ -52,6 +52,7 @@ class Request:
     logit_bias: dict | None = None                      # {token id: added to its logit}
     cancelled: bool = False                             # set by the client's side; the row leaves at the next step
     logprobs: int | None = None                         # K: each token carries its logprob and K alternatives
+    images: tuple | None = None                         # (pixel_values, image_grid_thw) of the prompt's images
     prompt_logprobs: int | None = None                  # K: the prompt's tokens are scored too (echo), each with
                                                         # its logprob under the model and K alternatives; with
                                                         # max_new_tokens 0, the prompt is scored and nothing generated
@@ -189,6 +190,7 @@ def _assemble(cfg, parts, room):
         if cache.index is not None:
             cache.index[:, r, n_max - n:n_max] = st["index"]
         cache.padding[r, :n_max - n] = 0
+        cache.rope_delta[r] = st.get("rope_delta", 0)
     for layer, first in parts[0][2].items():  # states have no positions: each row's is its own, whatever the padding
         if isinstance(first, DeltaState):
             cache.states[layer] = DeltaState(np.stack([st[layer].conv for _, _, st in parts]),
@@ -295,8 +297,8 @@ class Engine:
         stay = [r for r in self.rows if not (r.finished or r.req.cancelled)]
         join = [r for r in joining if not (r.finished or r.req.cancelled)]
         for r in self.rows + joining:
-            if r.finished:
-                if not self.cfg.hybrid:
+            if r.finished:   # (not a prompt with images: its ids do not say what its keys and values saw)
+                if not self.cfg.hybrid and r.req.images is None:
                     self.prompt_cache.store(r.history[:r.stored], *self._kv(r)[:2])
         if join or len(stay) < len(self.rows) or (stay and self.cache.length == self.cache.max_len):
             self._regroup(stay, join)
@@ -316,7 +318,7 @@ class Engine:
                                   f"leaving no room to generate")
             # (a hybrid model's DeltaNet state cannot be rewound to a shared prefix: no prompt cache there;
             # a prompt to score needs the logits of every position: no prompt cache either)
-            hit = not (self.cfg.hybrid or scoring)
+            hit = not (self.cfg.hybrid or scoring or req.images is not None)
             n, k, v = self.prompt_cache.lookup(req.prompt) if hit else (0, None, None)
             row.own = _new_cache(self.cfg, 1, row.n)
             if n:
@@ -328,7 +330,9 @@ class Engine:
                 row.prompt_tokens = self._scored_prompt(req, ids, normed)
                 row.logits = next(logit_blocks(self.model, normed, row.n - 1, row.n))[1][0, -1]
             else:
-                row.logits = self.model.forward(ids, cache=row.own, logits_to_keep=1).logits[0, -1]
+                pixel_values, grid = req.images if req.images is not None else (None, None)
+                row.logits = self.model.forward(ids, cache=row.own, logits_to_keep=1, pixel_values=pixel_values,
+                                                image_grid_thw=grid).logits[0, -1]
             row.stored, row.cached = row.n, n
             if row.steps < 1:   # scored, nothing to generate (max_tokens 0)
                 req.on_event(Event(prompt=row.prompt_tokens, finish_reason="length",
@@ -386,6 +390,7 @@ class Engine:
         states.update({("ple", layer): PLEState(s.ids[r], s.conv[r]) for layer, s in cache.ple.items()})
         if cache.index is not None:
             states["index"] = cache.index[:, r, end - row.stored:end]
+        states["rope_delta"] = cache.rope_delta[r]   # (after images: vision/multimodal.py)
         return cache.k[:, r, :, end - row.stored:end], cache.v[:, r, :, end - row.stored:end], states
 
     def _regroup(self, stay, join):

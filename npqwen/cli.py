@@ -21,6 +21,7 @@ from .hub import add_revision_option, resolve_model
 from .model import add_weights_option, load_model
 from .sampling import SamplingSettings
 from .tokenizer import HideThinking, Tokenizer
+from .vision.multimodal import expand_image_pads, user_message
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEMO_MODEL = os.path.join(ROOT, "golden", "checkpoints", "demo")
@@ -58,6 +59,9 @@ def _parser():
     p.add_argument("--chat", action="store_true", help="wrap the prompt in the checkpoint's chat template; "
                    "without a prompt, an interactive multi-turn chat")
     p.add_argument("--system", help="system message for --chat")
+    p.add_argument("--image", action="append", metavar="PATH",
+                   help="with --chat: an image the user message shows the model before the text (repeat for "
+                        "several); needs a vision-language checkpoint and Pillow (pip install \"npqwen[vision]\")")
     think = p.add_mutually_exclusive_group()
     think.add_argument("--think", dest="think", action="store_const", const=True,
                        help="with --chat: ask a model that can reason first (Qwen3) to do so (its template's default)")
@@ -90,6 +94,8 @@ def _validate(args):
     SamplingSettings(**given).validate()
     if args.system is not None and not args.chat:
         raise NpqwenError("--system needs --chat")
+    if args.image and not args.chat:
+        raise NpqwenError("--image needs --chat (the chat template places the image in the user message)")
     if args.think is not None and not args.chat:
         raise NpqwenError(f"--{'' if args.think else 'no-'}think needs --chat (it is an argument of the chat template)")
     if args.prompt is not None and args.file is not None:
@@ -155,13 +161,13 @@ def _settings(given, gen_cfg):
     return s.validate()
 
 
-def _run(model, tok, ids, args, settings, eos, max_new):
+def _run(model, tok, ids, args, settings, eos, max_new, images=None):
     """Stream one continuation to stdout. -> the generated text (for chat history, reasoning included:
     Qwen3's template itself drops earlier turns' reasoning)."""
     t0 = time.perf_counter()
     t_first, n, pieces, last = None, 0, [], None
     shown = HideThinking(tok) if args.hide_thinking else (lambda token: token.text)
-    for last in generate(model, tok, ids, max_new, settings, args.seed, eos, logprobs=args.logprobs):
+    for last in generate(model, tok, ids, max_new, settings, args.seed, eos, logprobs=args.logprobs, images=images):
         if t_first is None:
             t_first = time.perf_counter()
         n += 1
@@ -251,8 +257,10 @@ def generate_main(argv=None) -> int:
         eos = eos_token_ids(cfg, gen_cfg)
         max_new = args.max_new_tokens or gen_cfg.max_new_tokens or 256
         messages = [{"role": "system", "content": args.system}] if args.system else []
+        images = _images(args, cfg)
         if prompt is not None:  # encode and check the length before anything is printed
-            ids = _encode(tok, messages + [{"role": "user", "content": prompt}] if args.chat else prompt, args.think)
+            ids = _encode(tok, messages + [user_message(prompt, len(args.image or ()))] if args.chat else prompt,
+                          args.think, images, cfg)
             if len(ids) >= context_limit(cfg):
                 raise NpqwenError(f"the prompt is {len(ids)} tokens long; the model's context is "
                                   f"{context_limit(cfg)} tokens, leaving no room to generate")
@@ -266,24 +274,37 @@ def generate_main(argv=None) -> int:
               f"{settings.repetition_penalty}]", file=sys.stderr)
 
         if prompt is not None:
-            _run(model, tok, ids, args, settings, eos, max_new)
+            _run(model, tok, ids, args, settings, eos, max_new, images)
         else:
-            _interactive(model, tok, messages, args, settings, eos, max_new)
+            _interactive(model, tok, messages, args, settings, eos, max_new, images, cfg)
         return 0
     return run_tool(main, argv)
 
 
-def _encode(tok, prompt_or_messages, think=None):
+def _images(args, cfg):
+    """--image files -> (pixel_values, image_grid_thw), read before the model loads (a bad file fails fast)."""
+    if not args.image:
+        return None
+    if cfg.vision is None:
+        raise NpqwenError(f"--image: {_printable(args.model)} has no vision tower (its config.json has no "
+                          f"vision_config): it reads text only")
+    from .vision import load_image_processor
+    return load_image_processor(args.model)(args.image)
+
+
+def _encode(tok, prompt_or_messages, think=None, images=None, cfg=None):
     if isinstance(prompt_or_messages, list):
         ids = tok.encode_chat(prompt_or_messages, **({} if think is None else {"enable_thinking": think}))
     else:
         ids = tok.encode(prompt_or_messages)
     if not ids:
         raise NpqwenError("the prompt is empty")
+    if images is not None:   # each image's placeholder, one per token of it (as transformers' processor)
+        ids = expand_image_pads(ids, images[1], cfg.image_token_id, cfg.vision.spatial_merge_size)
     return ids
 
 
-def _interactive(model, tok, messages, args, settings, eos, max_new):
+def _interactive(model, tok, messages, args, settings, eos, max_new, images=None, cfg=None):
     print("[interactive chat: an empty line or Ctrl-D ends it]", file=sys.stderr)
     while True:
         if _stdin().isatty():  # (piped, a prompt would only clutter stderr)
@@ -291,8 +312,9 @@ def _interactive(model, tok, messages, args, settings, eos, max_new):
         line = _utf8(_limited(_stdin().buffer.readline(MAX_PROMPT_BYTES + 1), "standard input"), "standard input")
         if not line.strip():
             return
-        messages.append({"role": "user", "content": line.rstrip("\n")})
-        reply = _run(model, tok, _encode(tok, messages, args.think), args, settings, eos, max_new)
+        first = not any(m["role"] == "user" for m in messages)   # --image goes with the first message
+        messages.append(user_message(line.rstrip("\n"), len(args.image or ()) if first else 0))
+        reply = _run(model, tok, _encode(tok, messages, args.think, images, cfg), args, settings, eos, max_new, images)
         if not sys.stdout.isatty():
             sys.stdout.write("\n")
         messages.append({"role": "assistant", "content": reply})

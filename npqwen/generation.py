@@ -47,13 +47,15 @@ def context_limit(config) -> int:
 
 
 def generate_steps(model, prompts, max_new_tokens, settings=None, seed=None, eos_ids=(), pad_id=0, max_context=None,
-                   min_new_tokens=0, logprobs=None):
+                   min_new_tokens=0, logprobs=None, images=None):
     """Yield, for each step, the next token of every prompt ([b] ints). Rows that produced an eos
     id continue with pad_id (as transformers does) until all are done. prompts: list of id lists.
     max_context: stop when a sequence reaches this many positions (default: context_limit).
     min_new_tokens: the eos ids cannot be chosen before this many tokens (transformers' option).
     logprobs=K (an int >= 0): yield (ids [b], [(logprob, [(id, logprob)] * <= K)] per row) instead,
-    see logprobs.step_logprobs."""
+    see logprobs.step_logprobs.
+    images=(pixel_values, image_grid_thw): the images whose expanded <|image_pad|> tokens the prompts hold,
+    row after row (vision/multimodal.py)."""
     settings = (settings or SamplingSettings()).validate()
     cfg = model.config
     if not prompts or any(len(p) == 0 for p in prompts):
@@ -83,7 +85,9 @@ def generate_steps(model, prompts, max_new_tokens, settings=None, seed=None, eos
 
     cache = KVCache(cfg, b, T + steps)
     rng = np.random.default_rng(seed)
-    logits = model.forward(ids, mask if not mask.all() else None, cache=cache, logits_to_keep=1).logits[:, -1]
+    pixel_values, grid = images if images is not None else (None, None)
+    logits = model.forward(ids, mask if not mask.all() else None, cache=cache, logits_to_keep=1,
+                           pixel_values=pixel_values, image_grid_thw=grid).logits[:, -1]
     done = np.zeros(b, bool)
     eos = np.asarray(list(eos_ids), np.int64)
     for step in range(steps):
@@ -116,7 +120,7 @@ def _check_cache_fits(cfg, batch, positions):
 
 
 def generate(model, tokenizer, prompt, max_new_tokens=256, settings=None, seed=None, eos_ids=None, max_context=None,
-             logprobs=None):
+             logprobs=None, images=None):
     """Stream the continuation of one prompt (a string, or a list of token ids) as Token objects.
     With a tokenizer, the texts of the tokens joined are tokenizer.decode(ids, skip_special_tokens=True)
     of the new ids, whatever stopped generation. logprobs=K: each Token carries its logprob and
@@ -137,7 +141,7 @@ def generate(model, tokenizer, prompt, max_new_tokens=256, settings=None, seed=N
     limit = max_context or context_limit(model.config)
     n = 0
     for step in generate_steps(model, [ids], max_new_tokens, settings, seed, eos_ids, max_context=limit,
-                               logprobs=logprobs):
+                               logprobs=logprobs, images=images):
         lp = top = None
         if logprobs is not None:
             step, [(lp, top)] = step

@@ -9,6 +9,8 @@ a JSON schema, tools, audio). npqwen's own sampling fields `top_k`, `min_p` and
 Errors are OpenAI's object: {"error": {"message", "type", "param", "code"}}.
 """
 
+import base64
+import binascii
 import math
 import time
 import uuid
@@ -379,6 +381,8 @@ def _messages(v):
         if content is None and role != "assistant":
             raise ApiError(f"'{at}.content' is required", f"{at}.content")
         text = _text(content, f"{at}.content")
+        if isinstance(text, list) and role != "user":
+            raise ApiError(f"'{at}.content': only user messages may hold images", f"{at}.content")
         if m.get("refusal") is not None:   # what an assistant said when it declined: part of its reply
             text = "\n".join(t for t in (text, _string(m["refusal"], f"{at}.refusal")) if t)
         message = {"role": ROLES[role], "content": text}
@@ -389,22 +393,59 @@ def _messages(v):
 
 
 def _text(content, at):
-    """Message content: a string, or an array of text parts (joined by newlines, as vLLM does)."""
+    """Message content: a string, or an array of text parts (joined by newlines, as vLLM does). With
+    image parts (image_url, base64 data: URLs), the parts in order instead, as the chat template takes
+    them: {"type": "text", "text"} and {"type": "image", "data": bytes}."""
     if content is None or isinstance(content, str):
         return content or ""
     if not isinstance(content, list):
         raise ApiError(f"'{at}' must be a string or an array of content parts, found {_found(content)}", at)
-    texts = []
+    parts = []
     for j, part in enumerate(content):
         kind = part.get("type") if isinstance(part, dict) else None
         key = {"text": "text", "refusal": "refusal"}.get(kind)
+        if kind == "image_url":
+            parts.append({"type": "image", "data": _image_url(part, f"{at}[{j}]")})
+            continue
         if key is None:
             if isinstance(kind, str):
-                raise _unsupported(f"{at}[{j}].type", f"content of type '{kind}' (npqwen reads text only)")
+                raise _unsupported(f"{at}[{j}].type", f"content of type '{kind}' (npqwen reads text and images)")
             raise ApiError(f"'{at}[{j}]' must be a content part such as {{\"type\": \"text\", \"text\": ...}}",
                            f"{at}[{j}]")
-        texts.append(_string(part.get(key), f"{at}[{j}].{key}"))
-    return "\n".join(texts)
+        parts.append({"type": "text", "text": _string(part.get(key), f"{at}[{j}].{key}")})
+    if any(p["type"] == "image" for p in parts):
+        return parts
+    return "\n".join(p["text"] for p in parts)
+
+
+def _image_url(part, at):
+    """An image_url content part -> the image's bytes. Only data: URLs: the server fetches nothing."""
+    for k in part:
+        if k not in ("type", "image_url"):
+            raise ApiError(f"unknown field '{at}.{k}'", f"{at}.{k}", code="unknown_parameter")
+    v = part.get("image_url")
+    if not isinstance(v, dict) or not isinstance(v.get("url"), str):
+        raise ApiError(f"'{at}.image_url' must be an object with a 'url', found {_found(v)}", f"{at}.image_url")
+    for k in v:
+        if k not in ("url", "detail"):
+            raise ApiError(f"unknown field '{at}.image_url.{k}'", f"{at}.image_url.{k}", code="unknown_parameter")
+    if v.get("detail", "auto") != "auto":
+        raise _unsupported(f"{at}.image_url.detail", f"detail {_found(v['detail'])} (npqwen sizes images as the "
+                                                      f"model's processor does: 'auto')")
+    url = v["url"]
+    where = f"{at}.image_url.url"
+    if url.split(":", 1)[0].lower() in ("http", "https"):
+        raise ApiError(f"'{where}': the server fetches nothing from the network; send the image itself as a "
+                       f"base64 data: URL (data:image/png;base64,...)", where, code="unsupported_parameter")
+    head, sep, data = url.partition(",")
+    if not head.lower().startswith("data:") or not sep:
+        raise ApiError(f"'{where}' must be a data: URL (data:image/png;base64,...), found {_found(url[:40])}", where)
+    if not head.lower().endswith(";base64"):
+        raise ApiError(f"'{where}': the data: URL must be base64 (data:image/...;base64,...)", where)
+    try:
+        return base64.b64decode(data, validate=True)
+    except (binascii.Error, ValueError):
+        raise ApiError(f"'{where}': the data: URL's base64 is malformed", where) from None
 
 
 def _prompt(v, vocab_size):

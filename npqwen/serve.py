@@ -39,8 +39,10 @@ MAX_QUEUE = 256         # requests waiting for a place in the batch; past that: 
 class Service:
     """The model, its tokenizer and its defaults, and the engine that decodes for every client."""
 
-    def __init__(self, model, tokenizer, model_id, gen_cfg, max_batch=8, prompt_cache_mb=1024):
+    def __init__(self, model, tokenizer, model_id, gen_cfg, max_batch=8, prompt_cache_mb=1024, folder=None):
         self.model, self.tok, self.model_id, self.gen_cfg = model, tokenizer, model_id, gen_cfg
+        self.folder = folder or tokenizer.folder     # where preprocessor_config.json is, for images
+        self.processor = None
         self.cfg = model.config
         self.limit = context_limit(self.cfg)
         self.created = now()
@@ -79,7 +81,7 @@ class Service:
     async def _answer(self, request, chat):
         g = parse(await _json_body(request), chat, self.ctx)
         from starlette.concurrency import run_in_threadpool
-        ids = await run_in_threadpool(self._encode, g)
+        ids, images = await run_in_threadpool(self._encode_with_images, g)
         if len(ids) > self.limit or (len(ids) == self.limit and g.max_tokens != 0):
             raise ApiError(f"the prompt is {len(ids)} tokens long; the model's context is {self.limit} tokens, "
                            f"leaving no room to generate", "messages" if chat else "prompt",
@@ -93,7 +95,7 @@ class Service:
         max_new = g.max_tokens if g.max_tokens is not None else (self.gen_cfg.max_new_tokens or self.limit - len(ids))
         self.loop, events = asyncio.get_running_loop(), asyncio.Queue()
         req = Request(ids, max_new, settings, lambda e: self._post(events, e), seed=g.seed, stop=g.stop,
-                      logit_bias=g.logit_bias, logprobs=g.logprobs,
+                      logit_bias=g.logit_bias, logprobs=g.logprobs, images=images,
                       prompt_logprobs=g.logprobs if g.echo else None)   # echo with logprobs: the prompt's too
         self.engine.submit(req)
         gone = asyncio.ensure_future(_disconnected(request))
@@ -113,6 +115,44 @@ class Service:
             if not streaming:
                 req.cancelled = True    # (a finished request has left the batch already)
                 gone.cancel()
+
+    def _encode_with_images(self, g):
+        """-> the prompt's ids, with each image's placeholders expanded, and (pixel_values, image_grid_thw)
+        or None: the user messages' images, in order, decoded and resized as the CLI's --image files."""
+        found = [(i, j, p["data"]) for i, m in enumerate(g.messages or []) if isinstance(m["content"], list)
+                 for j, p in enumerate(m["content"]) if p["type"] == "image"]
+        if not found:
+            return self._encode(g), None
+        if self.model.vision is None:
+            why = "its config.json has no vision_config" if self.cfg.vision is None else "its checkpoint has no " \
+                                                                                      "vision tower weights"
+            i, j, _ = found[0]
+            raise ApiError(f"'messages[{i}].content[{j}]': this model reads text only ({why})",
+                           f"messages[{i}].content[{j}]", code="unsupported_parameter")
+        from .vision.images import load_image_processor, open_image
+        from .vision.multimodal import expand_image_pads
+        if self.processor is None:
+            self.processor = load_image_processor(self.folder)
+        pictures = []
+        for i, j, data in found:
+            where = f"messages[{i}].content[{j}]"
+            try:
+                pictures.append(open_image(where, data))
+            except NpqwenError as e:
+                raise ApiError(str(e), where) from None
+        try:
+            images = self.processor(pictures)
+        except NpqwenError as e:
+            raise ApiError(str(e), "messages") from None
+        g.messages = [dict(m, content=[{"type": p["type"], **({"text": p["text"]} if p["type"] == "text" else {})}
+                                       for p in m["content"]]) if isinstance(m["content"], list) else m
+                      for m in g.messages]
+        ids = self._encode(g)
+        try:
+            ids = expand_image_pads(ids, images[1], self.cfg.image_token_id, self.cfg.vision.spatial_merge_size)
+        except NpqwenError as e:   # the chat template showed fewer (or more) images than the messages hold
+            raise ApiError(f"{e} (does this model's chat template show images?)", "messages") from None
+        return ids, images
 
     def _encode(self, g):
         if not g.chat and not isinstance(g.prompt, str):

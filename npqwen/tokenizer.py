@@ -186,6 +186,10 @@ def _chat_template(folder, config, src):
             return raw.decode("utf-8")
         except UnicodeDecodeError as e:
             raise NpqwenError(f"{jinja_path}: not UTF-8 text ({e.reason} at byte {e.start})") from None
+    # The vision-language checkpoints' processor template (Qwen2.5-VL, Qwen3-VL): chat_template.json
+    processor = read_json_object(os.path.join(folder, "chat_template.json"), {})
+    if isinstance(processor.get("chat_template"), str):
+        return processor["chat_template"]
     t = config.get("chat_template")
     if t is None:
         return CHATML

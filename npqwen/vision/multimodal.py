@@ -106,3 +106,32 @@ def rope_index(pads, mask, grid, m):  # [b, t] bool, [b, t] or None, [n, 3] -> p
         positions[:, r, where] = out
         delta[r] = (out.max() + 1 - len(where)) if len(where) else 0
     return positions, delta
+
+
+# ---------------------------------------------------------------------------------------------
+# prompts
+
+
+def expand_image_pads(ids, grid, image_token_id, merge) -> list:
+    """The processor's step after the chat template: each image's one <|image_pad|> becomes one per
+    token of the image (t h w / m^2), images in order."""
+    n = [int(t) * int(h) * int(w) // merge ** 2 for t, h, w in np.asarray(grid).tolist()]
+    found = sum(i == image_token_id for i in ids)
+    if found != len(n):
+        raise NpqwenError(f"the prompt has {found} image placeholder{'s' if found != 1 else ''} (<|image_pad|>) but "
+                          f"{len(n)} image{'s were' if len(n) != 1 else ' was'} given")
+    out, k = [], 0
+    for i in ids:
+        if i == image_token_id:
+            out += [i] * n[k]
+            k += 1
+        else:
+            out.append(i)
+    return out
+
+
+def user_message(text, n_images) -> dict:
+    """A user turn with images first, as transformers' processors take it."""
+    if not n_images:
+        return {"role": "user", "content": text}
+    return {"role": "user", "content": [{"type": "image"}] * n_images + [{"type": "text", "text": text}]}
