@@ -419,15 +419,24 @@ def main(argv=None):
     ap.add_argument("--layers", help="layers whose attention to draw: 'all' or e.g. 0,3 (default: first and last)")
     ap.add_argument("--heads", help="query heads to draw: 'all' or e.g. 0,4 (default: the first head of the "
                                     "first and last kv head)")
+    ap.add_argument("--image", action="append", metavar="PATH",
+                    help="show how this image becomes tokens (a vision-language checkpoint; repeat for several): "
+                         "the prompt is then the user message of a chat, with the images first")
     try:
         args = ap.parse_args(argv)
         if not args.prompt.strip():
             raise NpqwenError("the prompt is empty")
         if (args.layers or args.heads) and not args.plot:
             raise NpqwenError("--layers and --heads choose what --plot draws; add --plot FILE.png")
+        if args.image and (args.plot or args.layers or args.heads):
+            raise NpqwenError("--image prints the image's walk; --plot, --layers and --heads draw the text walk")
         args.model = resolve_model(args.model, args.revision)
         model = load_model(args.model)
         cfg = model.config
+        if args.image:   # how an image becomes tokens (vision/explain.py)
+            from .vision.explain import explain_image
+            explain_image(model, Tokenizer(args.model), args.model, args.image, args.prompt)
+            return 0
         if cfg.hyper_connections:   # Qwen3.8-Flash-Next: its own walk (explain_next.py)
             if args.plot:
                 raise NpqwenError("--plot draws the attention maps of the Qwen2 walk; for Qwen3.8-Flash-Next "
