@@ -98,7 +98,8 @@ def load_dense_mlp(up, p) -> DenseMLP:
 
 
 def load_sparse_moe(up, cfg, p) -> SparseMoE:
-    experts = StoredExperts(up, p, cfg.num_experts, cfg.experts_in_out)
+    experts = StoredExperts(up, p, cfg.num_experts,
+                            (cfg.hidden_size, cfg.moe_intermediate_size) if cfg.experts_in_out else None)
     if up.mode == "float32":  # upcast every expert once, straight into [E, ...] arrays (no second copy)
         d, i = cfg.hidden_size, cfg.moe_intermediate_size
         stacked = Experts(np.empty((len(experts), 2 * i, d), np.float32), np.empty((len(experts), d, i), np.float32))
@@ -119,9 +120,16 @@ class StoredExperts:
     released files do, every expert of a layer in two fused tensors, experts.gate_up_proj
     [E, 2i, d] (gate rows, then up) and experts.down_proj [E, d, i]."""
 
-    def __init__(self, up, p, n, in_out=False):
-        self.up, self.p, self.n, self.in_out = up, p, n, in_out
+    def __init__(self, up, p, n, in_out=None):
+        """in_out (Qwen3-VL-MoE): (d, i). A fused tensor not of the shape [E, 2i, d] / [E, d, i] is read
+        transposed, [E, d, 2i] / [E, i, d] (as transformers' loader decides, tensor by tensor)."""
+        self.up, self.p, self.n = up, p, n
         self.fused = p + "experts.gate_up_proj" in up.tensors
+        self.flip = (False, False)
+        if self.fused and in_out:
+            d, i = in_out
+            self.flip = (up.tensors[p + "experts.gate_up_proj"].shape[1:] != (2 * i, d),
+                         up.tensors[p + "experts.down_proj"].shape[1:] != (d, i))
 
     def __len__(self):
         return self.n
@@ -132,9 +140,8 @@ class StoredExperts:
     def fetch(self, e, into=(None, None)):  # -> (w_gate_up [2i, d], w_down [d, i])
         if self.fused:
             gate_up, down = self.up.tensors[self.p + "experts.gate_up_proj"], self.up.tensors[self.p + "experts.down_proj"]
-            if self.in_out:   # Qwen3-VL-MoE stores [d, 2i] and [i, d]: the transposes
-                return self.up.arrays([gate_up[e].T], into[0]), self.up.arrays([down[e].T], into[1])
-            return self.up.arrays([gate_up[e]], into[0]), self.up.arrays([down[e]], into[1])
+            return (self.up.arrays([gate_up[e].T if self.flip[0] else gate_up[e]], into[0]),
+                    self.up.arrays([down[e].T if self.flip[1] else down[e]], into[1]))
         n = f"{self.p}experts.{e}."
         return (self.up(n + "gate_proj.weight", n + "up_proj.weight", into=into[0]),
                 self.up(n + "down_proj.weight", into=into[1]))

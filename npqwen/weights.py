@@ -314,9 +314,7 @@ def mlp_shapes(D, I, p) -> dict:
 def sparse_moe_shapes(cfg, p, fused_experts=False) -> dict:
     D, E, I = cfg.hidden_size, cfg.num_experts, cfg.moe_intermediate_size
     shapes = {p + "gate.weight": (E, D)}  # the router
-    if fused_experts and cfg.experts_in_out:   # Qwen3-VL-MoE: each expert's matrices stored [in, out]
-        shapes.update({p + "experts.gate_up_proj": (E, D, 2 * I), p + "experts.down_proj": (E, I, D)})
-    elif fused_experts:
+    if fused_experts:   # (Qwen3-VL-MoE's released files hold them transposed, [E, in, out]: check_tensors)
         shapes.update({p + "experts.gate_up_proj": (E, 2 * I, D), p + "experts.down_proj": (E, D, I)})
     for e in range(E if not fused_experts else 0):
         shapes.update(mlp_shapes(D, I, f"{p}experts.{e}."))
@@ -337,7 +335,8 @@ def check_tensors(tensors: dict, cfg, folder: str) -> None:
     for name, shape in want.items():
         if name not in tensors:
             problems.append(f"missing {name} (expected shape {list(shape)})")
-        elif tuple(tensors[name].shape) != shape:
+        elif tuple(tensors[name].shape) != shape and not (cfg.experts_in_out and name.endswith("_proj") and len(shape) == 3
+                                                          and tuple(tensors[name].shape) == (shape[0], shape[2], shape[1])):
             problems.append(f"{name}: expected shape {list(shape)}, found {list(tensors[name].shape)}")
         elif _stored_name(tensors[name].dtype) not in FLOAT_DTYPES:
             problems.append(f"{name}: dtype {_stored_name(tensors[name].dtype)} is not one of "

@@ -38,6 +38,14 @@ def qwen3_5_0_8b():
         return json.load(f)
 
 
+def qwen3_5_0_8b_vision():
+    """Qwen3.5-0.8B with a vision tower of the release's depth and width (12 x 768; the rest assumed:
+    scripts/bench_vision.py says which) and the Qwen3.5 image token ids."""
+    from bench_vision import VISION
+    return dict(qwen3_5_0_8b(), vision_config=dict(VISION), image_token_id=248056, video_token_id=248057,
+                vision_start_token_id=248053, vision_end_token_id=248054)
+
+
 def qwen3_8_flash_next():
     """The released Qwen3.8-Flash-Next text model (../shared/assets/qwen4_exp), its n-gram tables with
     the released row width (160) but fewer rows (a base of 50,000 instead of 20 M: 256 MB instead of
@@ -64,6 +72,7 @@ SHAPES = {
                           moe_intermediate_size=768, num_experts=128, num_experts_per_tok=8,
                           tie_word_embeddings=False, max_position_embeddings=40960),
     "qwen3.5-0.8b": qwen3_5_0_8b,
+    "qwen3.5-0.8b-vision": qwen3_5_0_8b_vision,
     "qwen3.8-flash-next": qwen3_8_flash_next,
     "qwen3.5-9b": dict(QWEN3_5, hidden_size=4096, intermediate_size=12288, num_hidden_layers=32, num_attention_heads=16,
                        num_key_value_heads=4, tie_word_embeddings=False),
@@ -107,6 +116,9 @@ def write(out, shape="0.5b", layers=None, seed=0):
         json.dump(cfg, f, indent=2)
     parsed = ModelConfig.from_dict(cfg)
     shapes = dict(expected_shapes(parsed), **ngram_tables(parsed))
+    if parsed.vision is not None:   # a vision tower too (npqwen/vision/tower.py)
+        from npqwen.vision.tower import vision_shapes
+        shapes.update(vision_shapes(parsed.vision))
     rng = np.random.default_rng(seed)
     header, offset = {}, 0
     for name, shp in shapes.items():
@@ -122,7 +134,7 @@ def write(out, shape="0.5b", layers=None, seed=0):
             if name.endswith("norm.weight") or ".norm_" in name:  # norms (the hybrid generation: zero-centred, 1 + w)
                 a = (0.0 if parsed.hybrid and "linear_attn" not in name else 1.0) + 0.1 * rng.standard_normal(shp, np.float32)
             else:
-                fan_in = shp[-1] if len(shp) == 2 else 1
+                fan_in = shp[-1] if len(shp) == 2 else int(np.prod(shp[1:])) if ".visual." in name else 1
                 a = rng.standard_normal(shp, np.float32) * (0.02 if "embed" in name else fan_in ** -0.5)
             f.write(a.astype(ml_dtypes.bfloat16).tobytes())
     return out
