@@ -189,6 +189,7 @@ def _assemble(cfg, parts, room):
         cache.v[:, r, :, n_max - n:n_max] = v
         if cache.index is not None:
             cache.index[:, r, n_max - n:n_max] = st["index"]
+            cache.positions[:, r, n_max - n:n_max] = st["positions"]
         cache.padding[r, :n_max - n] = 0
         cache.rope_delta[r] = st.get("rope_delta", 0)
     for layer, first in parts[0][2].items():  # states have no positions: each row's is its own, whatever the padding
@@ -390,6 +391,7 @@ class Engine:
         states.update({("ple", layer): PLEState(s.ids[r], s.conv[r]) for layer, s in cache.ple.items()})
         if cache.index is not None:
             states["index"] = cache.index[:, r, end - row.stored:end]
+            states["positions"] = cache.positions[:, r, end - row.stored:end]
         states["rope_delta"] = cache.rope_delta[r]   # (after images: vision/multimodal.py)
         return cache.k[:, r, :, end - row.stored:end], cache.v[:, r, :, end - row.stored:end], states
 

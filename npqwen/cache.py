@@ -27,6 +27,9 @@ class KVCache:
         di = getattr(config, "indexer_head_dim", 0)
         self.index = np.zeros((len(attention), batch, max_len, di), np.float32) if di else None
         self.ple = {}
+        # QSA's block keys are rotated at their first token's position, which after an image is not
+        # its index: each position's M-RoPE position [3, b, max_len] (vision/multimodal.py)
+        self.positions = np.zeros((3, batch, max_len), np.int64) if di else None
         self.blocks = {}   # QSA layer -> the keys of its complete blocks so far (qsa.Selection)
         self.padding = np.ones((batch, max_len), np.int64)  # 1 = real token, 0 = left padding
         self.length = 0    # positions filled so far (padding included)
@@ -52,6 +55,11 @@ class KVCache:
         t, n = keys.shape[1], self.slot[layer]
         self.index[n, :, self.length:self.length + t] = keys
         return self.index[n, :, :self.length + t]
+
+    def store_positions(self, positions):  # [3, b, t] of the next t -> every position's so far [3, b, s]
+        t = positions.shape[-1]
+        self.positions[:, :, self.length:self.length + t] = positions
+        return self.positions[:, :, :self.length + t]
 
     def advance(self, n: int) -> None:
         """Mark n more positions as filled, after every layer has stored them."""

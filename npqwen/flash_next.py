@@ -38,6 +38,7 @@ class HyperContext(Context):
     def __init__(self, cos, sin, padding, inv_freq, rope_scale, ids):
         super().__init__(cos, sin, padding)
         self.inv_freq, self.rope_scale, self.ids = inv_freq, rope_scale, ids
+        self.positions = None   # after images: every key's M-RoPE position [3, b, keys] (qsa.block_keys)
 
 
 class HyperLayer:
@@ -74,8 +75,12 @@ class FlashNextModel(Model):
     def _forward(self, ids, mask, output_hidden_states, cache, logits_to_keep, lm_head=True, images=None):
         cfg = self.config
         b, t = ids.shape
-        padding, inv_freq, scale, cos, sin = self._positions(ids, mask, cache, images)   # (model.py)
+        padding, inv_freq, scale, cos, sin, positions = self._positions(ids, mask, cache, images)   # (model.py)
         ctx = HyperContext(cos, sin, None if padding.all() else padding, inv_freq, scale, ids)
+        if images is not None or (cache is not None and cache.positions is not None):
+            # QSA's block keys are rotated at their first token's position: every key's, kept in the cache
+            new = positions if positions.ndim == 3 else np.broadcast_to(positions, (3,) + positions.shape)
+            ctx.positions = new if cache is None else cache.store_positions(new)
 
         x = to_float32(self.embed[ids])                                        # [b, t, d]
         if images is not None:

@@ -99,9 +99,10 @@ class Model:
     __call__ = forward
 
     def _positions(self, ids, mask, cache, images=None):
-        """-> (padding [b, past + t], inv_freq, scale, cos, sin [b, t, rotary]): where the new tokens
-        are, counting only real tokens (left padding excluded), and RoPE at those positions. With
-        images, their tokens' 3-D positions (M-RoPE); after them, positions shifted by cache.rope_delta."""
+        """-> (padding [b, past + t], inv_freq, scale, cos, sin [b, t, rotary], positions [b, t] or
+        [3, b, t]): where the new tokens are, counting only real tokens (left padding excluded), and
+        RoPE at those positions. With images, their tokens' 3-D positions (M-RoPE); after them,
+        positions shifted by cache.rope_delta."""
         cfg = self.config
         b, t = ids.shape
         past = cache.length if cache is not None else 0
@@ -123,12 +124,12 @@ class Model:
             cos, sin = mrope_cos_sin(inv_freq, positions, cfg.mrope_section, cfg.mrope, scale)
         else:
             cos, sin = rope_cos_sin(inv_freq, positions, scale)            # [b, t, hd]
-        return padding, inv_freq, scale, cos, sin
+        return padding, inv_freq, scale, cos, sin, positions
 
     def _forward(self, ids, mask, output_hidden_states, cache, logits_to_keep, lm_head=True, images=None):
         cfg = self.config
         b, t = ids.shape
-        padding, _, _, cos, sin = self._positions(ids, mask, cache, images)
+        padding, _, _, cos, sin, _ = self._positions(ids, mask, cache, images)
         ctx = Context(cos, sin, padding=None if padding.all() else padding)
 
         x = to_float32(self.embed[ids])                                       # [b, t, d]

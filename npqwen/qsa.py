@@ -25,7 +25,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .attention import Attention, gated_self_attention, load_attention
-from .primitives import apply_rope, linear, rms_norm, rope_cos_sin
+from .primitives import apply_rope, linear, mrope_cos_sin, rms_norm, rope_cos_sin
 from .weights import norm_weight
 
 
@@ -81,7 +81,7 @@ class Selection:
         for r in range(b):   # each row's blocks start at its own first token
             j0, j1, f = int(done[r]), int(self.n_blocks[r]), int(self.first[r])
             if j1 > j0:
-                stored[r, j0:j1] = block_keys(keys[r, f + j0 * R:f + j1 * R], j0, w, cfg, ctx)
+                stored[r, j0:j1] = block_keys(keys[r, f + j0 * R:f + j1 * R], j0, w, cfg, ctx, r, f)
         if memo is not None:
             memo.update(first=self.first.copy(), inv_freq=ctx.inv_freq, count=self.n_blocks.copy(), keys=stored)
         self.block_keys = stored[:, :NB]
@@ -111,13 +111,20 @@ class Selection:
         return keep[:, None]
 
 
-def block_keys(keys, j0, w, cfg, ctx):  # [n * R, d_i] raw index keys of blocks j0.. -> their keys [n, d_i]
+def block_keys(keys, j0, w, cfg, ctx, r=0, first=0):  # [n * R, d_i] raw index keys of blocks j0.. -> [n, d_i]
     """Each block's key: the mean of its raw index keys (float32), RMS-normalised, rotated at the
-    position of the block's first token (j R: positions count a row's real tokens from 0)."""
+    position of the block's first token: j R (positions count a row's real tokens from 0), or, after
+    images, that token's M-RoPE position (ctx.positions [3, b, keys]: row r, whose first real token is `first`)."""
     R, di = cfg.indexer_compress_ratio, keys.shape[-1]
     pooled = keys.reshape(-1, R, di).mean(axis=1, dtype=np.float32)
     k = rms_norm(pooled, w.index_k_norm, cfg.rms_norm_eps)
-    cos, sin = rope_cos_sin(ctx.inv_freq, (np.arange(j0, j0 + len(k)) * R)[None], ctx.rope_scale)
+    starts = np.arange(j0, j0 + len(k)) * R
+    positions = getattr(ctx, "positions", None)
+    if positions is not None:
+        cos, sin = mrope_cos_sin(ctx.inv_freq, positions[:, r:r + 1, first + starts], cfg.mrope_section, cfg.mrope,
+                                 ctx.rope_scale)
+    else:
+        cos, sin = rope_cos_sin(ctx.inv_freq, starts[None], ctx.rope_scale)
     return apply_rope(k[None, None], cos, sin)[0, 0]
 
 

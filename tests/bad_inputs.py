@@ -20,6 +20,7 @@ sys.path.insert(0, ROOT)
 GOLDEN = os.path.join(ROOT, "golden", "checkpoints", "mha_f32_tied")   # float32: re-savable by safetensors
 SHARDED = os.path.join(ROOT, "golden", "checkpoints", "mqa_bf16_sharded")
 DEMO = os.path.join(ROOT, "golden", "checkpoints", "demo")
+VISION = os.path.join(ROOT, "golden", "vision", "qwen3_5_vision")   # a vision-language checkpoint
 
 from npqwen import NpqwenError, Tokenizer, generate, load_model  # noqa: E402
 
@@ -329,6 +330,45 @@ def flash_next_config(**changes):
     return f
 
 
+def image_file(tmp, data, name="x.png"):
+    path = os.path.join(tmp, name)
+    with open(path, "wb") as f:
+        f.write(data)
+    return path
+
+
+def truncated_png(tmp):
+    good = open(os.path.join(ROOT, "golden", "vision", "images", "big.png"), "rb").read()
+    return image_file(tmp, good[:len(good) // 2])
+
+
+def bomb_png(tmp):
+    """A PNG header declaring 40000 x 40000 pixels, and nothing after it."""
+    import struct
+    import zlib
+
+    def chunk(kind, data):
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+    return image_file(tmp, b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", 40000, 40000, 8, 2, 0, 0, 0))
+                      + chunk(b"IEND", b""))
+
+
+def image_count_mismatch(tmp):
+    """Two images given, the prompt holding one image's placeholders."""
+    from npqwen.vision import load_image_processor
+    pv, grid = load_image_processor(VISION)([np.zeros((64, 64, 3), np.uint8)] * 2)
+    m = load_model(VISION)
+    n = int(grid[0].prod()) // 4
+    m.forward([[1] + [m.config.image_token_id] * n + [2]], pixel_values=pv, image_grid_thw=grid)
+
+
+def image_run_too_short(tmp):
+    from npqwen.vision import load_image_processor
+    pv, grid = load_image_processor(VISION)([np.zeros((64, 64, 3), np.uint8)])
+    m = load_model(VISION)
+    m.forward([[1] + [m.config.image_token_id] * 3 + [2]], pixel_values=pv, image_grid_thw=grid)
+
+
 CASES = [
     ("checkpoint: only `pytorch_model.bin` (a pickle)", only_pickle, "safetensors"),
     ("checkpoint: no weights file", no_weights, "no model.safetensors"),
@@ -417,6 +457,22 @@ CASES = [
      "--stride"),
     ("score: --context beyond the model's context", lambda tmp: score("--context", "4096", stdin=b"hi there"),
      "--context"),
+    ("image: a text file named x.png",
+     lambda tmp: cli("--model", VISION, "--chat", "--image", image_file(tmp, b"not a picture\n"), "hi"), "x.png"),
+    ("image: a truncated PNG", lambda tmp: cli("--model", VISION, "--chat", "--image", truncated_png(tmp), "hi"),
+     "broken image"),
+    ("image: a decompression bomb (a PNG of 40000 x 40000 pixels)",
+     lambda tmp: cli("--model", VISION, "--chat", "--image", bomb_png(tmp), "hi"), "decompression bomb"),
+    ("image: a file that does not exist", lambda tmp: cli("--model", VISION, "--chat", "--image", "/no/such.png", "hi"),
+     "no such image file"),
+    ("image: --image on a text-only checkpoint",
+     lambda tmp: cli("--chat", "--image", os.path.join(ROOT, "golden", "vision", "images", "big.png"), "hi"),
+     "no vision tower"),
+    ("image: --image without --chat",
+     lambda tmp: cli("--model", VISION, "--image", os.path.join(ROOT, "golden", "vision", "images", "big.png"), "hi"),
+     "--chat"),
+    ("image: two images, placeholders for one", image_count_mismatch, "1 image"),
+    ("image: an image's placeholders cut short", image_run_too_short, "<|image_pad|>"),
     ("compare: a dump without input_ids", dump_with(input_ids=None), "no input_ids"),
     ("compare: input_ids as floats", dump_with(input_ids=np.zeros((1, 11), np.float32)), "integers"),
     ("compare: logits of another vocabulary", dump_with(logits=np.zeros((1, 11, 320), np.float32)), "vocab_size"),
