@@ -214,6 +214,7 @@ def test_server_image_url_matches_transformers():
     """Two images between texts, as data: URLs: the answer transformers gave."""
     pytest.importorskip("starlette")
     from serve_inprocess import running_server
+    import urllib.error
     import urllib.request
     case = "qwen3_5_vision"
     p = meta(case)["prompts"][2]
@@ -226,11 +227,23 @@ def test_server_image_url_matches_transformers():
             content.append({"type": "image_url", "image_url": {"url": f"data:image/png;base64,{data}"}})
     body = {"model": "m", "messages": [{"role": "user", "content": content}], "temperature": 0,
             "max_tokens": len(p["generated"])}
-    with running_server(model(case), os.path.join(VISION, case), model_id="m") as (url, _):
+    def post(url, body):
         req = urllib.request.Request(url + "/v1/chat/completions", json.dumps(body).encode(),
                                      {"Content-Type": "application/json"})
-        answer = json.loads(urllib.request.urlopen(req, timeout=120).read())
-    assert answer["choices"][0]["message"]["content"] == p["generated_text"]
+        try:
+            return 200, json.loads(urllib.request.urlopen(req, timeout=120).read())
+        except urllib.error.HTTPError as e:
+            return e.code, json.loads(e.read())
+
+    with running_server(model(case), os.path.join(VISION, case), model_id="m") as (url, _):
+        status, answer = post(url, body)
+        assert status == 200, answer
+        assert answer["choices"][0]["message"]["content"] == p["generated_text"]
+        broken = base64.b64encode(open(os.path.join(VISION, "images", "big.png"), "rb").read()[:300]).decode()
+        content[1] = {"type": "image_url", "image_url": {"url": f"data:image/png;base64,{broken}"}}
+        status, answer = post(url, body)
+        assert status == 400 and answer["error"]["param"] == "messages[0].content[1]", answer
+        assert "broken image" in answer["error"]["message"]
 
 
 # ---------------------------------------------------------------------------------------------

@@ -2,6 +2,7 @@
 must not pass unseen behind a retry) against a live server on 127.0.0.1 with the demo model.
 Greedy and seeded output through the server equals `python -m npqwen.generate` on the same prompt."""
 
+import base64
 import http.client
 import json
 import os
@@ -340,8 +341,18 @@ def test_bad_requests_get_400_naming_the_field(client):
     assert bad(client, "logit_bias", logit_bias={"99999": 1})
     assert "empty" in bad(client, "messages", messages=[])
     assert bad(client, "messages[0].role", messages=[{"role": "robot", "content": "hi"}])
+    # images: a data: URL only (the server fetches nothing); the demo model reads text only
+    image = lambda url, **kw: [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": url, **kw}}]}]
+    png = "data:image/png;base64," + base64.b64encode(open(os.path.join(ROOT, "golden", "vision", "images", "big.png"),
+                                                          "rb").read()).decode()
+    assert "fetches nothing" in bad(client, "messages[0].content[0].image_url.url", messages=image("http://x/y.png"))
+    assert "base64" in bad(client, "messages[0].content[0].image_url.url", messages=image("data:image/png;base64,@@"))
+    assert bad(client, "messages[0].content[0].image_url.detail", messages=image(png, detail="high"))
+    assert "text only" in bad(client, "messages[0].content[0]", messages=image(png))
+    assert "user messages" in bad(client, "messages[1].content", messages=[
+        {"role": "user", "content": "hi"}, {"role": "assistant", "content": image(png)[0]["content"]}])
     assert bad(client, "messages[0].content[0].type", messages=[{"role": "user", "content": [
-        {"type": "image_url", "image_url": {"url": "http://x/y.png"}}]}])
+        {"type": "input_audio", "input_audio": {"data": "", "format": "wav"}}]}])
     assert bad(client, "messages[1].role", messages=[{"role": "user", "content": "hi"},
                                                      {"role": "tool", "content": "x", "tool_call_id": "1"}])
     long = " ".join(["word"] * 600)

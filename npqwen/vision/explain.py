@@ -61,7 +61,9 @@ def explain_image(model, tok, folder, paths, text, file=sys.stdout):
               f"w = {t} + column (0..{cols.max()})")
             continue
         p(f"  {i:9d} {tok.decode([tid])!r:24} ({t}, {h}, {w})")
-    p(f"after the prompt, token i sits at position i + {int(delta[0])} (the cache keeps this shift: rope_delta)")
+    d = int(delta[0])
+    p(f"after the prompt, token i sits at position i {'-' if d < 0 else '+'} {abs(d)} (the cache keeps this shift: "
+      f"rope_delta)")
 
     out = encode(model.vision, pixel_values, grid)
     embed = np.asarray(model.embed[np.asarray(ids)[~pads[0]]], np.float32)
