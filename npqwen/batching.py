@@ -331,9 +331,8 @@ class Engine:
                 row.prompt_tokens = self._scored_prompt(req, ids, normed)
                 row.logits = next(logit_blocks(self.model, normed, row.n - 1, row.n))[1][0, -1]
             else:
-                pixel_values, grid = req.images if req.images is not None else (None, None)
-                row.logits = self.model.forward(ids, cache=row.own, logits_to_keep=1, pixel_values=pixel_values,
-                                                image_grid_thw=grid).logits[0, -1]
+                seen = {} if req.images is None else {"pixel_values": req.images[0], "image_grid_thw": req.images[1]}
+                row.logits = self.model.forward(ids, cache=row.own, logits_to_keep=1, **seen).logits[0, -1]
             row.stored, row.cached = row.n, n
             if row.steps < 1:   # scored, nothing to generate (max_tokens 0)
                 req.on_event(Event(prompt=row.prompt_tokens, finish_reason="length",

@@ -85,9 +85,8 @@ def generate_steps(model, prompts, max_new_tokens, settings=None, seed=None, eos
 
     cache = KVCache(cfg, b, T + steps)
     rng = np.random.default_rng(seed)
-    pixel_values, grid = images if images is not None else (None, None)
-    logits = model.forward(ids, mask if not mask.all() else None, cache=cache, logits_to_keep=1,
-                           pixel_values=pixel_values, image_grid_thw=grid).logits[:, -1]
+    seen = {} if images is None else {"pixel_values": images[0], "image_grid_thw": images[1]}
+    logits = model.forward(ids, mask if not mask.all() else None, cache=cache, logits_to_keep=1, **seen).logits[:, -1]
     done = np.zeros(b, bool)
     eos = np.asarray(list(eos_ids), np.int64)
     for step in range(steps):

@@ -29,6 +29,7 @@ from ..attention import NO_BIAS, SCORES_BYTES
 from ..errors import CheckpointError, NpqwenError
 from ..primitives import apply_rope, attention, gelu, gelu_tanh, layer_norm, linear, rms_norm, silu
 from ..threads import WORKERS, blas_threads, parallel
+from ..weights import to_float32
 from .config import VisionConfig
 
 ACT = {"gelu_pytorch_tanh": gelu_tanh, "gelu": gelu, "silu": lambda x: silu(np.ascontiguousarray(x)),
@@ -150,7 +151,7 @@ def attend_segments(qkv, cfg, cos, sin, segments):  # [N, 3D], [N, hd] x2, bound
     q, k, v = qkv.reshape(N, 3, H, hd).transpose(1, 2, 0, 3)                     # [H, N, hd] each
     q, k = apply_rope(q[None], cos[None], sin[None])[0], apply_rope(k[None], cos[None], sin[None])[0]
     out = np.empty((N, H, hd), np.float32)
-    jobs = []
+    jobs = []                                                   # (first token of each segment, length, q0, q1)
     by_length = {}
     for a, z in zip(segments[:-1], segments[1:]):
         if z > a:
@@ -159,15 +160,20 @@ def attend_segments(qkv, cfg, cos, sin, segments):  # [N, 3D], [N, hd] x2, bound
         per = max(1, SCORES_BYTES // (4 * H * L * L))           # segments per product
         block = max(16, SCORES_BYTES // (4 * H * L))            # queries per product, one segment
         for i in range(0, len(starts), per):
-            rows = np.asarray(starts[i:i + per])[:, None] + np.arange(L)            # [n, L]
-            for q0 in range(0, L, block if per == 1 else L):
-                jobs.append((rows, q0, min(L, q0 + block) if per == 1 else L))
+            group = starts[i:i + per]
+            for q0 in range(0, L, block if len(group) == 1 else L):
+                jobs.append((group, L, q0, min(L, q0 + block) if len(group) == 1 else L))
 
     def run(share):
-        for rows, q0, q1 in share:
-            qs = q[:, rows[:, q0:q1]].transpose(1, 0, 2, 3)                     # [n, H, q, hd]
-            ks, vs = k[:, rows].transpose(1, 0, 2, 3), v[:, rows].transpose(1, 0, 2, 3)
-            out[rows[:, q0:q1]] = attention(qs, ks, vs, NO_BIAS).transpose(0, 2, 1, 3)
+        for group, L, q0, q1 in share:
+            if len(group) == 1:   # one segment: views of it, no copies
+                a = group[0]
+                o = attention(q[None, :, a + q0:a + q1], k[None, :, a:a + L], v[None, :, a:a + L], NO_BIAS)
+                out[a + q0:a + q1] = o[0].transpose(1, 0, 2)
+            else:                 # equal windows, stacked: [n, H, L, hd]
+                rows = np.asarray(group)[:, None] + np.arange(L)                    # [n, L]
+                qs, ks, vs = (x[:, rows].transpose(1, 0, 2, 3) for x in (q, k, v))
+                out[rows] = attention(qs, ks, vs, NO_BIAS).transpose(0, 2, 1, 3)
 
     parallel(run, [jobs[i::WORKERS] for i in range(min(WORKERS, len(jobs)))])
     return out.reshape(N, H * hd)
@@ -330,7 +336,7 @@ def load_tower(up, cfg: VisionConfig) -> VisionTower:
     kernel = up.tensors[p + "patch_embed.proj.weight"]
     w_patch = up.arrays([kernel.reshape(kernel.shape[0], -1)])
     return VisionTower(config=cfg, w_patch=w_patch, b_patch=up(p + "patch_embed.proj.bias") if qwen3 else None,
-                       pos_embed=up(p + "pos_embed.weight") if qwen3 else None, blocks=blocks,
+                       pos_embed=to_float32(up.tensors[p + "pos_embed.weight"]) if qwen3 else None, blocks=blocks,
                        merger=merger(p + "merger.", False),
                        deepstack=[merger(f"{p}deepstack_merger_list.{j}.", True)
                                   for j in range(len(cfg.deepstack_visual_indexes))])
