@@ -115,7 +115,7 @@ def run_worker(impl, args):
     env = dict(os.environ, OPENBLAS_NUM_THREADS=str(args.threads), OMP_NUM_THREADS=str(args.threads))
     name, _, mode = impl.partition(" ")
     cmd = [sys.executable, __file__, "--worker", name, "--model", args.model, "--size", str(args.size),
-           "--threads", str(args.threads), "--runs", str(args.runs), "--weights", mode or "auto"]
+           "--threads", str(args.threads), "--runs", str(args.runs), "--weights", mode or "float32"]
     r = subprocess.run(cmd, env=env, capture_output=True, text=True)
     if r.returncode != 0:
         raise SystemExit(f"{impl} worker failed:\n{r.stderr[-3000:]}")

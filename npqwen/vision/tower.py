@@ -28,12 +28,13 @@ import numpy as np
 from ..attention import NO_BIAS, SCORES_BYTES
 from ..errors import CheckpointError, NpqwenError
 from ..primitives import apply_rope, attention, gelu, gelu_tanh, layer_norm, linear, rms_norm, silu
-from ..threads import WORKERS, blas_threads, parallel
+from ..threads import WORKERS, blas_threads, parallel, scratch, split
 from ..weights import to_float32
 from .config import VisionConfig
 
-ACT = {"gelu_pytorch_tanh": gelu_tanh, "gelu": gelu, "silu": lambda x: silu(np.ascontiguousarray(x)),
-       "quick_gelu": lambda x: x / (np.float32(1) + np.exp(np.float32(-1.702) * x))}
+ACT = {"gelu_pytorch_tanh": gelu_tanh, "gelu": lambda x, out=None: gelu(x),   # (out=x: in place where it can)
+       "silu": lambda x, out=None: silu(np.ascontiguousarray(x), out=out if out is not None and x.flags.c_contiguous else None),
+       "quick_gelu": lambda x, out=None: x / (np.float32(1) + np.exp(np.float32(-1.702) * x))}
 
 
 @dataclass
@@ -70,7 +71,7 @@ class Merger:
 
     def __call__(self, x, width):          # [N, D] -> [N / m^2, d]
         x = self.norm(x.reshape(-1, width)) if self.after_merge else self.norm(x).reshape(-1, width)
-        return linear(gelu(linear(x, self.w1, self.b1)), self.w2, self.b2)
+        return dense(gelu(dense(x, self.w1, self.b1)), self.w2, self.b2)
 
 
 @dataclass
@@ -103,7 +104,7 @@ def encode(tower: VisionTower, pixel_values, grid, keep_hidden=False) -> Encoded
     cfg = tower.config
     x = check_pixels(cfg, pixel_values, grid)
     with np.errstate(over="ignore", invalid="ignore"), blas_threads(1):
-        x = linear(x, tower.w_patch, tower.b_patch)                              # [N, D]
+        x = dense(x, tower.w_patch, tower.b_patch) if tower.b_patch is not None else linear(x, tower.w_patch)  # [N, D]
         if tower.pos_embed is not None:
             idx, wts = interpolation_taps(grid, cfg.grid_side, cfg.spatial_merge_size)
             x += np.einsum("nk,nkd->nd", wts, tower.pos_embed[idx])             # bilinear, 4 taps a patch
@@ -132,24 +133,56 @@ def encode(tower: VisionTower, pixel_values, grid, keep_hidden=False) -> Encoded
 
 
 def block(x, w: Block, cfg, cos, sin, segments):  # [N, D] -> [N, D]
-    x = x + linear(attend_segments(linear(w.norm1(x), w.w_qkv, w.b_qkv), cfg, cos, sin, segments), w.w_proj, w.b_proj)
-    h = w.norm2(x)
+    qkv = dense(w.norm1(x), w.w_qkv, w.b_qkv, out=scratch("vit qkv", (len(x), w.w_qkv.shape[0])))
+    y = dense(attend_segments(qkv, cfg, cos, sin, segments), w.w_proj, w.b_proj)
+    y += x
+    h = w.norm2(y)
     if cfg.kind == "qwen2_5":   # SwiGLU with biases: down(act(gate(h)) * up(h))
-        gate_up = linear(h, w.w_in, w.b_in)
+        gate_up = dense(h, w.w_in, w.b_in)
         i = w.w_out.shape[1]
         h = ACT[cfg.hidden_act](gate_up[:, :i]) * gate_up[:, i:]
     else:
-        h = ACT[cfg.hidden_act](linear(h, w.w_in, w.b_in))
-    return x + linear(h, w.w_out, w.b_out)
+        h = dense(h, w.w_in, w.b_in, out=scratch("vit mlp", (len(x), w.w_in.shape[0])))
+        h = ACT[cfg.hidden_act](h, out=h)
+    out = dense(h, w.w_out, w.b_out)
+    out += y
+    return out
+
+
+def dense(x, w, b, out=None):  # [N, in], [out, in], [out] -> [N, out]
+    """x @ w.T + b for the tower's many rows: each core multiplies its share of the rows, BLAS on one
+    thread. (BLAS on both cores is as fast for the product, but its threads then keep spinning on the
+    cores the next step's workers need.) out: where to write it (a reused buffer: fresh pages cost)."""
+    if not isinstance(w, np.ndarray) or len(x) < 256:
+        y = linear(x, w, b)
+        if out is None:
+            return y
+        out[...] = y
+        return out
+    y = np.empty((len(x), w.shape[0]), np.float32) if out is None else out
+
+    def rows(s):
+        np.matmul(x[s], w.T, out=y[s])
+        y[s] += b
+    parallel(rows, split(len(x)))
+    return y
 
 
 def attend_segments(qkv, cfg, cos, sin, segments):  # [N, 3D], [N, hd] x2, boundaries -> [N, D]
-    """Full (not causal) attention within each segment (an image, or a window of one): segments of
-    one length are stacked into one batched product, and a long one is cut into blocks of queries
-    whose scores, [H, block, L], stay about SCORES_BYTES."""
+    """Full (not causal) attention within each segment (an image, or a window of one): short segments
+    of one length are stacked into one batched product; a long one goes a head and a block of queries
+    at a time, whose scores [block, L] stay about SCORES_BYTES. (Measured on 4096 patches, 12 heads:
+    a head at a time, 256 queries, 0.42 s a layer; all heads together, 21 queries, 0.78 s.)"""
     N, H, hd = qkv.shape[0], cfg.num_heads, cfg.head_dim
-    q, k, v = qkv.reshape(N, 3, H, hd).transpose(1, 2, 0, 3)                     # [H, N, hd] each
-    q, k = apply_rope(q[None], cos[None], sin[None])[0], apply_rope(k[None], cos[None], sin[None])[0]
+    parts = qkv.reshape(N, 3, H, hd)
+    q, k, v = (np.empty((H, N, hd), np.float32) for _ in range(3))             # [H, N, hd] each
+
+    def rotate(heads):   # RoPE on q and k, a share of the heads per core; each head contiguous
+        for h in heads:
+            q[h] = apply_rope(parts[None, None, :, 0, h], cos[None], sin[None])[0, 0]
+            k[h] = apply_rope(parts[None, None, :, 1, h], cos[None], sin[None])[0, 0]
+            v[h] = parts[:, 2, h]
+    parallel(rotate, [range(H)[i::WORKERS] for i in range(min(WORKERS, H))])
     out = np.empty((N, H, hd), np.float32)
     jobs = []                                                   # (first token of each segment, length, q0, q1)
     by_length = {}
@@ -158,18 +191,19 @@ def attend_segments(qkv, cfg, cos, sin, segments):  # [N, 3D], [N, hd] x2, bound
             by_length.setdefault(int(z - a), []).append(int(a))
     for L, starts in by_length.items():
         per = max(1, SCORES_BYTES // (4 * H * L * L))           # segments per product
-        block = max(16, SCORES_BYTES // (4 * H * L))            # queries per product, one segment
+        block = max(64, SCORES_BYTES // (4 * L))                # queries per product, one segment, one head
         for i in range(0, len(starts), per):
             group = starts[i:i + per]
-            for q0 in range(0, L, block if len(group) == 1 else L):
-                jobs.append((group, L, q0, min(L, q0 + block) if len(group) == 1 else L))
+            if len(group) > 1:
+                jobs.append((group, L, None, 0, L))
+                continue
+            jobs += [(group, L, h, q0, min(L, q0 + block)) for h in range(H) for q0 in range(0, L, block)]
 
     def run(share):
-        for group, L, q0, q1 in share:
-            if len(group) == 1:   # one segment: views of it, no copies
+        for group, L, h, q0, q1 in share:
+            if h is not None:     # one segment, one head: views of it, no copies
                 a = group[0]
-                o = attention(q[None, :, a + q0:a + q1], k[None, :, a:a + L], v[None, :, a:a + L], NO_BIAS)
-                out[a + q0:a + q1] = o[0].transpose(1, 0, 2)
+                out[a + q0:a + q1, h] = head_attention(q[h, a + q0:a + q1], k[h, a:a + L], v[h, a:a + L])
             else:                 # equal windows, stacked: [n, H, L, hd]
                 rows = np.asarray(group)[:, None] + np.arange(L)                    # [n, L]
                 qs, ks, vs = (x[:, rows].transpose(1, 0, 2, 3) for x in (q, k, v))
@@ -177,6 +211,20 @@ def attend_segments(qkv, cfg, cos, sin, segments):  # [N, 3D], [N, hd] x2, bound
 
     parallel(run, [jobs[i::WORKERS] for i in range(min(WORKERS, len(jobs)))])
     return out.reshape(N, H * hd)
+
+
+def head_attention(q, k, v):  # [m, hd], [L, hd], [L, hd] -> [m, hd]
+    """softmax(q k^T / sqrt(hd)) v for one head, the scores held transposed, [L, m]: BLAS multiplies
+    K q^T faster than q K^T when hd is small (OpenBLAS, hd 64, 256 queries x 4096 keys: 1.35 ms
+    against 1.81), and NumPy reduces [L, m] over its first axis a row at a time, in cache."""
+    qT = (q * np.float32(q.shape[-1] ** -0.5)).T
+    sT = scratch("vit scores", (len(k), len(q)))
+    np.matmul(k, qT, out=sT)                                    # [L, m]
+    sT -= sT.max(axis=0)
+    np.exp(sT, out=sT)
+    out = sT.T @ v                                              # [m, hd]
+    out /= sT.sum(axis=0)[:, None]
+    return out
 
 
 # ---------------------------------------------------------------------------------------------
