@@ -314,3 +314,26 @@ def test_decoding_without_the_position_shift_is_caught(monkeypatch):
                                                  images=images(r, 2))]
         moved.append(got != want)
     assert any(moved)
+
+
+def test_explain_image_prints_transformers_positions(capsys):
+    """`explain --image` walks the chat transformers rendered as p1 (one image, then the text): every
+    token's (t, h, w) it prints is transformers' position, and the image's grid and merge are shown."""
+    import re
+    from npqwen.explain import main
+    case = "qwen3_5_vision"
+    p = meta(case)["prompts"][1]
+    parts = p["messages"][0]["content"]
+    assert main(["--model", os.path.join(VISION, case), "--image", os.path.join(VISION, parts[0]["path"]),
+                 parts[1]["text"]]) == 0
+    out = capsys.readouterr().out
+    r = ref(case)
+    grid = r["p1.image_grid_thw"][0].tolist()
+    assert f"grid: 1 frame x {grid[1]} x {grid[2]} patches" in out
+    assert f"merged: {grid[1] // 2} x {grid[2] // 2} = {grid[1] * grid[2] // 4} tokens" in out
+    shown = {int(m[1]): tuple(map(int, m[2:5])) for m in re.findall(r"^ +(\d+) .* \((\d+), (\d+), (\d+)\)$", out, re.M)
+             for m in [(None,) + m]}
+    pos = r["p1.position_ids"][:, 0]
+    assert len(shown) == (r["p1.input_ids"] != meta(case)["token_ids"]["image_token_id"]).sum()
+    for i, thw in shown.items():
+        assert thw == tuple(pos[:, i].tolist()), i

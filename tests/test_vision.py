@@ -211,3 +211,13 @@ def test_bad_image_arguments():
         QWEN3([np.zeros((8, 8, 3), np.float32)])
     with pytest.raises(NpqwenError, match="found int"):
         QWEN3([7])
+
+
+def test_placeholder_runs_must_match_the_images_given():
+    from npqwen.vision.multimodal import check_placeholders
+    pads = np.array([[0, 1, 1, 1, 1, 0, 1, 1, 1, 1, 0]], bool)      # two runs of 4
+    check_placeholders(pads, np.array([[1, 4, 4], [1, 2, 8]]), 4)   # two images of 4 tokens: fine
+    with pytest.raises(NpqwenError, match="2 images .* but 1 image was given"):
+        check_placeholders(pads, np.array([[1, 4, 4]]), 4)
+    with pytest.raises(NpqwenError, match="image 2 has 8 tokens"):
+        check_placeholders(pads, np.array([[1, 4, 4], [1, 4, 8]]), 4)
