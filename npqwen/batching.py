@@ -2,13 +2,15 @@
 
 A decode step reads every weight once whatever the batch size, so b sequences in one forward cost
 little more than one. Requests arrive at any time; each is prefilled alone, exactly as `generate`
-prefills it (after the longest prefix the prompt cache already holds), then joins the running
-batch; a finished or abandoned request leaves it at the next step.
+prefills it (after the longest prefix the prompt cache already holds: for a hybrid model, the
+longest that ends at a snapshot of its recurrent states), then joins the running batch; a finished
+or abandoned request leaves it at the next step.
 
     engine thread, each step:
-      admit waiting requests (up to max_batch rows): prefill each -> logits of its last position
+      admit waiting requests (up to max_batch rows): prefill each -> logits of its last position,
+        the prompt's cache contents kept by the prompt cache
       every row samples its next token and reports its text; finished rows leave,
-        their keys and values kept by the prompt cache
+        their cache contents kept by the prompt cache
       one forward of every remaining row's new token against the batch cache -> logits
 
 The batch cache holds each row's stored positions right-aligned: row r's n_r positions are the
@@ -21,6 +23,7 @@ the `Event`s the engine passes to the request's callback, from the engine thread
 """
 
 import collections
+import copy
 import sys
 import threading
 import traceback
@@ -108,48 +111,97 @@ class StopText:
 # ---------------------------------------------------------------------------------------------
 # the prompt cache
 
+# A long prompt of a hybrid model is prefilled in pieces ending at multiples of this many positions,
+# and its recurrent states at each end are kept: a later prompt that shares only its first part
+# starts from the last such snapshot inside the shared part. Each snapshot costs the DeltaNet
+# layers' states (Qwen3.5-0.8B: 19.3 MiB, about what 800 positions of its keys and values take in
+# float32), so snapshots come no more often than the keys and values of as many positions.
+SNAPSHOT_EVERY = 1024
+
+
+@dataclass(eq=False)   # compared by identity
+class _Entry:
+    ids: np.ndarray          # [n]
+    k: np.ndarray            # [layers, K, n, hd]
+    v: np.ndarray
+    along: dict              # other arrays with a place per position, on axis 1 (QSA: "index", "positions")
+    snapshots: dict          # {p: the recurrent states (DeltaState, PLEState) after the first p positions}
+
+    @property
+    def nbytes(self):
+        return (self.k.nbytes + self.v.nbytes + sum(a.nbytes for a in self.along.values())
+                + sum(_state_bytes(s) for s in self.snapshots.values()))
+
 
 class PromptCache:
-    """Keys and values of finished sequences, so that a request whose prompt starts with one of them
+    """Keys and values of earlier sequences, so that a request whose prompt starts with one of them
     (the next turn of a chat: the previous prompt, the reply, then the new message) prefills only the
     rest, as mlx-lm's and llama-server's prompt caches do. Least recently used entries go first
-    once the byte budget is spent; an entry that a longer one extends is dropped."""
+    once the byte budget is spent; an entry that a longer one extends is merged into it.
 
-    def __init__(self, budget_bytes):
-        self.budget, self.entries, self.bytes = budget_bytes, [], 0   # entries: (ids, k, v), most recent last
+    A hybrid model (exact=True) also needs the recurrent states of its DeltaNet (and PLE) layers,
+    which hold the whole prefix in a fixed size and cannot be rewound to a shorter one: its entries
+    keep snapshots of them at a few positions (the end of each prompt, every SNAPSHOT_EVERY
+    positions of a long one, the end of a finished sequence), and a prompt may reuse only a prefix
+    that ends exactly at a snapshot, as llama.cpp's and SGLang's hybrid caches do. The keys and
+    values of the attention layers are shared by all of an entry's snapshots."""
 
-    def lookup(self, ids):  # -> (n, k, v): the first n positions of ids have their keys and values in k, v
+    def __init__(self, budget_bytes, exact=False):
+        self.budget, self.exact, self.entries, self.bytes = budget_bytes, exact, [], 0   # entries: most recent last
+
+    def lookup(self, ids):  # -> (n, k, v, states): the cache contents of the first n positions of ids
+        """k, v [layers, K, n, hd] (views); states: the per-position arrays and recurrent states
+        (`_assemble`'s form)."""
         best, hit = 0, None
         ids = np.asarray(ids)
         for e in self.entries:
-            m = _common_prefix(e[0], ids)
-            if m > best:
-                best, hit = m, e
-        n = min(best, len(ids) - 1)  # at least one position is prefilled: its logits start generation
-        if n <= 0:
-            return 0, None, None
-        self._drop(hit)
-        self._keep(hit)
-        return n, hit[1], hit[2]
+            n = min(_common_prefix(e.ids, ids), len(ids) - 1)   # at least one position is prefilled: its logits
+            if self.exact:                                       # start generation
+                n = max((p for p in e.snapshots if p <= n), default=0)
+            if n > best:
+                best, hit = n, e
+        if not best:
+            return 0, None, None, {}
+        self._touch(hit)
+        states = {name: a[:, :best] for name, a in hit.along.items()}
+        states.update(hit.snapshots.get(best, {}))
+        return best, hit.k[:, :, :best], hit.v[:, :, :best], states
 
-    def store(self, ids, k, v):  # ids [n], k and v [layers, K, n, hd] (views: copied here)
-        size = k.nbytes + v.nbytes
-        if len(ids) < 2 or size > self.budget:
+    def store(self, ids, k, v, states=None, snapshots=None):
+        """ids [n]; k and v [layers, K, n, hd]; states: the rest of the cache after them, as
+        `Engine._kv` gives it (its recurrent states are the snapshot at n); snapshots: {p < n: the
+        recurrent states after p positions}. All copied here."""
+        ids, states = np.asarray(ids), states or {}
+        along = {name: states[name] for name in ("index", "positions") if name in states}
+        snapshots = dict(snapshots or {})
+        recurrent = {key: s for key, s in states.items() if isinstance(s, (DeltaState, PLEState))}
+        if recurrent:
+            snapshots[len(ids)] = recurrent
+        new = _Entry(ids, k, v, along, snapshots)
+        if len(ids) < 2 or new.nbytes > self.budget:
             return
-        ids = np.asarray(ids)
-        for e in [e for e in self.entries if _common_prefix(e[0], ids) == len(e[0])]:
-            self._drop(e)
-        self._keep((ids, k.copy(), v.copy()))
+        holder = next((e for e in self.entries if len(e.ids) >= len(ids) and _common_prefix(e.ids, ids) == len(ids)),
+                      None)
+        if holder is not None:   # these ids are stored already (the same prompt again): only the snapshots are new
+            holder.snapshots.update(copy.deepcopy(snapshots))
+            self._touch(holder)
+        else:   # entries these ids extend are replaced, their snapshots (valid positions of the new one) kept
+            new = copy.deepcopy(new)
+            for e in [e for e in self.entries if _common_prefix(e.ids, ids) == len(e.ids)]:
+                new.snapshots = {**e.snapshots, **new.snapshots}
+                self.entries.remove(e)
+            self.entries.append(new)
+        self.bytes = sum(e.nbytes for e in self.entries)
         while self.bytes > self.budget:
-            self._drop(self.entries[0])
+            self.bytes -= self.entries.pop(0).nbytes
 
-    def _keep(self, e):
+    def _touch(self, e):  # most recently used
+        self.entries.remove(e)
         self.entries.append(e)
-        self.bytes += e[1].nbytes + e[2].nbytes
 
-    def _drop(self, e):
-        self.entries = [x for x in self.entries if x is not e]
-        self.bytes -= e[1].nbytes + e[2].nbytes
+
+def _state_bytes(states) -> int:   # {key: DeltaState or PLEState} -> bytes of their arrays
+    return sum(a.nbytes for s in states.values() for a in vars(s).values())
 
 
 def _common_prefix(a, b) -> int:
@@ -203,6 +255,12 @@ def _assemble(cfg, parts, room):
     return cache
 
 
+def _recurrent(cache, r):  # -> row r's recurrent states (views): no positions, the whole prefix in a fixed size
+    states = {layer: DeltaState(s.conv[r], s.S[r]) for layer, s in cache.states.items()}
+    states.update({("ple", layer): PLEState(s.ids[r], s.conv[r]) for layer, s in cache.ple.items()})
+    return states
+
+
 # ---------------------------------------------------------------------------------------------
 # the engine
 
@@ -243,7 +301,7 @@ class Engine:
             raise NpqwenError(f"max_batch must be at least 1, found {max_batch}")
         self.model, self.tok, self.eos = model, tokenizer, set(int(i) for i in eos_ids)
         self.cfg, self.limit, self.max_batch = model.config, context_limit(model.config), max_batch
-        self.prompt_cache = PromptCache(prompt_cache_bytes)
+        self.prompt_cache = PromptCache(prompt_cache_bytes, exact=self.cfg.hybrid)
         self.waiting = collections.deque()
         self.rows, self.cache = [], None
         self.cond = threading.Condition()
@@ -298,9 +356,8 @@ class Engine:
         stay = [r for r in self.rows if not (r.finished or r.req.cancelled)]
         join = [r for r in joining if not (r.finished or r.req.cancelled)]
         for r in self.rows + joining:
-            if r.finished:   # (not a prompt with images: its ids do not say what its keys and values saw)
-                if not self.cfg.hybrid and r.req.images is None:
-                    self.prompt_cache.store(r.history[:r.stored], *self._kv(r)[:2])
+            if r.finished and r.req.images is None:   # (images: the ids do not say what the keys saw)
+                self.prompt_cache.store(r.history[:r.stored], *self._kv(r))
         if join or len(stay) < len(self.rows) or (stay and self.cache.length == self.cache.max_len):
             self._regroup(stay, join)
         if self.rows:
@@ -317,23 +374,29 @@ class Engine:
             if row.steps < 1 and not (scoring and req.max_new_tokens == 0 and row.n <= self.limit):
                 raise NpqwenError(f"the prompt is {row.n} tokens long; the model's context is {self.limit} tokens, "
                                   f"leaving no room to generate")
-            # (a hybrid model's DeltaNet state cannot be rewound to a shared prefix: no prompt cache there;
-            # a prompt to score needs the logits of every position: no prompt cache either)
-            hit = not (self.cfg.hybrid or scoring or req.images is not None)
-            n, k, v = self.prompt_cache.lookup(req.prompt) if hit else (0, None, None)
-            row.own = _new_cache(self.cfg, 1, row.n)
-            if n:
-                row.own.k[:, 0, :, :n], row.own.v[:, 0, :, :n] = k[:, :, :n], v[:, :, :n]
-                row.own.length = n
-            ids = np.asarray(req.prompt[n:], np.int64)[None]
+            # a prompt to score needs the logits of every position, one with images has keys its ids do
+            # not describe: neither reuses nor feeds the prompt cache
+            cached = not (scoring or req.images is not None) and self.prompt_cache.budget > 0
+            n, k, v, states = self.prompt_cache.lookup(req.prompt) if cached else (0, None, None, {})
+            row.own = _assemble(self.cfg, [(k, v, states)], row.n - n) if n else _new_cache(self.cfg, 1, row.n)
+            ids = np.asarray(req.prompt, np.int64)[None]
             if scoring:
                 normed = self.model.forward(ids, cache=row.own, lm_head=False).hidden_states[-1]   # [1, n, d]
                 row.prompt_tokens = self._scored_prompt(req, ids, normed)
                 row.logits = next(logit_blocks(self.model, normed, row.n - 1, row.n))[1][0, -1]
             else:
                 seen = {} if req.images is None else {"pixel_values": req.images[0], "image_grid_thw": req.images[1]}
-                row.logits = self.model.forward(ids, cache=row.own, logits_to_keep=1, **seen).logits[0, -1]
+                snapshots = {}
+                for start, end in self._pieces(n, row.n, cached):
+                    out = self.model.forward(ids[:, start:end], cache=row.own, logits_to_keep=1, lm_head=end == row.n,
+                                             **seen)
+                    if end < row.n:   # (a forward replaces the states, never writes into them: views will do)
+                        snapshots[end] = _recurrent(row.own, 0)
+                row.logits = out.logits[0, -1]
             row.stored, row.cached = row.n, n
+            if cached:   # the end of the prompt: where the next turn of a chat starts (its reply, as the chat
+                # template renders it back, may not encode to the tokens generated)
+                self.prompt_cache.store(req.prompt, *self._kv(row), snapshots)
             if row.steps < 1:   # scored, nothing to generate (max_tokens 0)
                 req.on_event(Event(prompt=row.prompt_tokens, finish_reason="length",
                                    usage={"prompt_tokens": row.n, "completion_tokens": 0, "cached_tokens": 0}))
@@ -383,11 +446,18 @@ class Engine:
                            "cached_tokens": row.cached}
         req.on_event(event)
 
+    def _pieces(self, start, end, cached):  # -> (start, end) of each forward of the prompt's prefill
+        """Positions start..end in one forward, or, for a hybrid model whose states the prompt cache
+        keeps, in pieces ending at each multiple of SNAPSHOT_EVERY (the states there are kept)."""
+        cuts = range((start // SNAPSHOT_EVERY + 1) * SNAPSHOT_EVERY, end, SNAPSHOT_EVERY) \
+            if cached and self.cfg.hybrid else ()
+        bounds = [start, *cuts, end]
+        return zip(bounds[:-1], bounds[1:])
+
     def _kv(self, row):  # -> the row's stored keys and values, [layers, K, n, hd] each (views), its other states
         cache, r = (row.own, 0) if row.own is not None else (self.cache, row.slot)
         end = cache.length if row.own is None else row.stored
-        states = {layer: DeltaState(s.conv[r], s.S[r]) for layer, s in cache.states.items()}
-        states.update({("ple", layer): PLEState(s.ids[r], s.conv[r]) for layer, s in cache.ple.items()})
+        states = _recurrent(cache, r)
         if cache.index is not None:
             states["index"] = cache.index[:, r, end - row.stored:end]
             states["positions"] = cache.positions[:, r, end - row.stored:end]
