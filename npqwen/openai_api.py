@@ -11,7 +11,9 @@ Errors are OpenAI's object: {"error": {"message", "type", "param", "code"}}.
 
 import base64
 import binascii
+import json
 import math
+import re
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -48,7 +50,9 @@ class Generation:
     stream: bool = False
     include_usage: bool = False                 # stream_options.include_usage
     echo: bool = False                          # completions: the prompt's text before the completion
-    enable_thinking: bool | None = None         # chat: from reasoning_effort, for templates with the switch
+    enable_thinking: bool | None = None         # chat: from reasoning_effort or chat_template_kwargs
+    tools: list | None = None                   # chat: the tools as sent, for the chat template
+    tool_choice: str = "auto"                   # "auto" (calls parsed) or "none" (the reply is text)
     want_logprobs: bool = False                 # chat: logprobs true; completions: logprobs given
     top_logprobs: int = 0                       # alternatives per token (chat: top_logprobs; completions: logprobs)
 
@@ -262,7 +266,86 @@ def _no_tools(v, g, ctx, name):
     if not isinstance(v, list):
         raise ApiError(f"'{name}' must be an array, found {_found(v)}", name)
     if v:
-        raise _unsupported(name, "tool and function calling")
+        raise _unsupported(name, "the deprecated function calling (use 'tools')")
+
+
+TOOL_NAME = re.compile(r"[A-Za-z0-9_.:-]{1,64}\Z")
+
+
+def _tools(v, g, ctx, name):
+    """tools: [{"type": "function", "function": {"name", "description"?, "parameters"?: a JSON schema
+    of an object, "strict"?}}], rendered by the chat template as sent."""
+    if not isinstance(v, list):
+        raise ApiError(f"'{name}' must be an array of tools, found {_found(v)}", name)
+    if v and ctx.get("tool_format") is None:
+        raise _unsupported(name, "tools for a model whose chat template shows no tool calls")
+    names = set()
+    for i, t in enumerate(v):
+        at = f"{name}[{i}]"
+        if not isinstance(t, dict) or t.get("type") != "function" or not isinstance(t.get("function"), dict):
+            raise ApiError(f"'{at}' must be {{\"type\": \"function\", \"function\": {{...}}}}, found {_found(t)}", at)
+        for k in t:
+            if k not in ("type", "function"):
+                raise ApiError(f"unknown field '{at}.{k}'", f"{at}.{k}", code="unknown_parameter")
+        f = t["function"]
+        for k in f:
+            if k not in ("name", "description", "parameters", "strict"):
+                raise ApiError(f"unknown field '{at}.function.{k}'", f"{at}.function.{k}", code="unknown_parameter")
+        if not isinstance(f.get("name"), str) or not TOOL_NAME.match(f["name"]):
+            raise ApiError(f"'{at}.function.name' must be 1 to 64 letters, digits, _ . : or -, found "
+                           f"{_found(f.get('name'))}", f"{at}.function.name")
+        if f["name"] in names:
+            raise ApiError(f"'{at}.function.name': a second tool named {f['name']!r}", f"{at}.function.name")
+        names.add(f["name"])
+        if f.get("description") is not None:
+            _string(f["description"], f"{at}.function.description")
+        if f.get("strict") is not None:
+            _boolean(f["strict"], f"{at}.function.strict")
+        _schema(f.get("parameters", {}), f"{at}.function.parameters")
+    g.tools = v or None
+
+
+def _schema(p, at):
+    """A function's parameters: a JSON schema of an object (what the templates and the XML form's typing read)."""
+    if not isinstance(p, dict):
+        raise ApiError(f"'{at}' must be a JSON schema object, found {_found(p)}", at)
+    if p.get("type", "object") != "object":
+        raise ApiError(f"'{at}.type' must be 'object' (a function takes named arguments), found {_found(p['type'])}",
+                       f"{at}.type")
+    props = p.get("properties", {})
+    if not isinstance(props, dict) or not all(isinstance(k, str) and isinstance(x, dict) for k, x in props.items()):
+        raise ApiError(f"'{at}.properties' must map each parameter's name to its schema (an object), found "
+                       f"{_found(props)}", f"{at}.properties")
+    required = p.get("required", [])
+    if not isinstance(required, list) or not all(isinstance(r, str) for r in required):
+        raise ApiError(f"'{at}.required' must be a list of parameter names, found {_found(required)}", f"{at}.required")
+    try:
+        json.dumps(p)
+    except (TypeError, ValueError, RecursionError):
+        raise ApiError(f"'{at}' is not JSON", at) from None
+
+
+def _tool_choice(v, g, ctx, name):
+    if v in ("none", "auto"):
+        g.tool_choice = v
+        return
+    if v == "required" or isinstance(v, dict):
+        raise _unsupported(name, "tool_choice 'required' or a named function (it needs constrained decoding, "
+                                 "which npqwen does not do yet)")
+    raise ApiError(f"'{name}' must be 'none', 'auto', 'required' or {{\"type\": \"function\", ...}}, found "
+                   f"{_found(v)}", name)
+
+
+def _chat_template_kwargs(v, g, ctx, name):
+    """vLLM's extension: arguments for the chat template. npqwen passes the one Qwen's templates read."""
+    if not isinstance(v, dict):
+        raise ApiError(f"'{name}' must be an object, found {_found(v)}", name)
+    for k, x in v.items():
+        if k != "enable_thinking":
+            raise _unsupported(f"{name}.{k}", f"chat template argument '{k}' (only enable_thinking)")
+        if not ctx["can_think"]:
+            raise _unsupported(f"{name}.{k}", "enable_thinking for a model whose chat template has no reasoning switch")
+        g.enable_thinking = _boolean(x, f"{name}.{k}")
 
 
 COMMON = {
@@ -296,7 +379,9 @@ CHAT_FIELDS = {
     "metadata": _ignore(_object_or_null),
     "modalities": _off_unless(lambda v: isinstance(v, list) and all(x == "text" for x in v), "output other than text"),
     "moderation": _off_unless(lambda v: False, "moderation"),
-    "parallel_tool_calls": _ignore(_boolean),
+    "parallel_tool_calls": _off_unless(lambda v: v is True, "parallel_tool_calls false (the model may call "
+                                                          "several tools in one reply; npqwen returns every call)"),
+    "chat_template_kwargs": _chat_template_kwargs,
     "prediction": _ignore(_object_or_null),      # predicted output only makes a reply faster, not different
     "prompt_cache_key": _ignore(_string),         # npqwen's prompt cache finds shared prefixes by itself
     "prompt_cache_options": _ignore(_object_or_null),
@@ -306,8 +391,8 @@ CHAT_FIELDS = {
     "safety_identifier": _ignore(_string),
     "service_tier": _ignore(_string),
     "store": _ignore(_boolean),
-    "tool_choice": _off_unless(lambda v: v in ("none", "auto"), "tool_choice other than 'none' or 'auto'"),
-    "tools": _no_tools,
+    "tool_choice": _tool_choice,
+    "tools": _tools,
     "top_logprobs": _top_logprobs,
     "verbosity": _off_unless(lambda v: v == "medium", "verbosity other than 'medium'"),
     "web_search_options": _off_unless(lambda v: False, "web search"),
@@ -349,12 +434,16 @@ def parse(body: dict, chat: bool, ctx: dict) -> Generation:
 # ---------------------------------------------------------------------------------------------
 # chat messages and prompts
 
-ROLES = {"system": "system", "developer": "system", "user": "user", "assistant": "assistant"}
-MESSAGE_KEYS = {"role", "content", "name", "tool_calls", "tool_call_id", "function_call", "refusal", "audio"}
+ROLES = {"system": "system", "developer": "system", "user": "user", "assistant": "assistant", "tool": "tool"}
+MESSAGE_KEYS = {"role", "content", "name", "tool_calls", "tool_call_id", "function_call", "refusal", "audio",
+                "reasoning_content", "reasoning"}
 
 
 def _messages(v):
-    """OpenAI messages -> what a chat template renders: [{"role", "content": text}, ...]."""
+    """OpenAI messages -> what a chat template renders: [{"role", "content": text}, ...]; an assistant's
+    tool calls with their arguments parsed to an object (Qwen3.5's template iterates them, as vLLM
+    passes them), a tool's result with its tool_call_id, an assistant's earlier reasoning as
+    reasoning_content (Qwen3's template reads it)."""
     if not isinstance(v, list):
         raise ApiError(f"'messages' must be an array of messages, found {_found(v)}", "messages")
     if not v:
@@ -368,13 +457,16 @@ def _messages(v):
             if k not in MESSAGE_KEYS:
                 raise ApiError(f"unknown field '{at}.{k}'", f"{at}.{k}", code="unknown_parameter")
         role = m.get("role")
-        if role in ("tool", "function"):
-            raise _unsupported(f"{at}.role", f"role '{role}' (tool and function calling)")
+        if role == "function":
+            raise _unsupported(f"{at}.role", "role 'function' (the deprecated function calling: use 'tool')")
         if role not in ROLES:
             raise ApiError(f"'{at}.role' must be one of {', '.join(ROLES)}, found {_found(role)}", f"{at}.role")
-        for k in ("tool_calls", "function_call", "audio"):
+        for k in ("function_call", "audio"):
             if m.get(k):
                 raise _unsupported(f"{at}.{k}", k.replace("_", " "))
+        for k in ("tool_calls", "reasoning_content", "reasoning"):
+            if m.get(k) is not None and role != "assistant":
+                raise ApiError(f"'{at}.{k}': only assistant messages carry {k.replace('_', ' ')}", f"{at}.{k}")
         if m.get("name") is not None:
             _string(m["name"], f"{at}.name")
         content = m.get("content")
@@ -388,8 +480,44 @@ def _messages(v):
         message = {"role": ROLES[role], "content": text}
         if m.get("name") is not None:
             message["name"] = m["name"]
+        if role == "tool":
+            message["tool_call_id"] = _string(m.get("tool_call_id"), f"{at}.tool_call_id")
+        elif m.get("tool_call_id") is not None:
+            raise ApiError(f"'{at}.tool_call_id': only tool messages answer a call", f"{at}.tool_call_id")
+        if m.get("tool_calls"):
+            message["tool_calls"] = _history_calls(m["tool_calls"], f"{at}.tool_calls")
+        thought = m.get("reasoning_content", m.get("reasoning"))
+        if thought is not None:
+            message["reasoning_content"] = _string(thought, f"{at}.reasoning_content")
         out.append(message)
     return out
+
+
+def _history_calls(v, at):
+    if not isinstance(v, list):
+        raise ApiError(f"'{at}' must be an array of tool calls, found {_found(v)}", at)
+    calls = []
+    for j, c in enumerate(v):
+        where = f"{at}[{j}]"
+        if not isinstance(c, dict) or not isinstance(c.get("function"), dict):
+            raise ApiError(f"'{where}' must be {{\"id\", \"type\": \"function\", \"function\": {{\"name\", "
+                           f"\"arguments\"}}}}, found {_found(c)}", where)
+        f = c["function"]
+        args = f.get("arguments", "{}")
+        if isinstance(args, str):
+            try:
+                args = json.loads(args) if args.strip() else {}
+            except (ValueError, RecursionError):
+                raise ApiError(f"'{where}.function.arguments' is not JSON", f"{where}.function.arguments") from None
+        if not isinstance(args, dict):
+            raise ApiError(f"'{where}.function.arguments' must be a JSON object, found {_found(args)}",
+                           f"{where}.function.arguments")
+        call = {"type": "function", "function": {"name": _string(f.get("name"), f"{where}.function.name"),
+                                                 "arguments": args}}
+        if c.get("id") is not None:
+            call["id"] = _string(c["id"], f"{where}.id")
+        calls.append(call)
+    return calls
 
 
 def _text(content, at):
@@ -514,10 +642,11 @@ def logprobs_object(g, tokens, tok=None, offset=0):
             "text_offset": offsets}
 
 
-def response(g, rid, model, created, text, finish_reason, usage, tokens=(), tok=None):
-    """The whole answer of a request that was not streamed."""
+def response(g, rid, model, created, text, finish_reason, usage, tokens=(), tok=None, message=None):
+    """The whole answer of a request that was not streamed. message: a chat reply's fields (replies.join:
+    content, reasoning, tool calls); else the text is the content."""
     if g.chat:
-        choice = {"index": 0, "message": {"role": "assistant", "content": text},
+        choice = {"index": 0, "message": message or {"role": "assistant", "content": text},
                   "logprobs": logprobs_object(g, tokens, tok), "finish_reason": finish_reason}
     else:
         choice = {"index": 0, "text": text, "logprobs": logprobs_object(g, tokens, tok), "finish_reason": finish_reason}
@@ -526,15 +655,16 @@ def response(g, rid, model, created, text, finish_reason, usage, tokens=(), tok=
 
 
 def chunk(g, rid, model, created, text=None, finish_reason=None, role=False, usage=None, last=False, tokens=(),
-          tok=None, offset=0):
+          tok=None, offset=0, delta=None):
     """One server-sent event of a streamed answer: a piece of text, the finish reason, or (last, with
-    stream_options.include_usage) the usage with no choices."""
+    stream_options.include_usage) the usage with no choices. delta: a chat reply's fields instead of
+    text (reasoning, tool calls: replies.py)."""
     c = {"id": rid, "object": "chat.completion.chunk" if g.chat else "text_completion", "created": created,
          "model": model}
     if last:
         c["choices"] = []
     elif g.chat:
-        delta = ({"role": "assistant", "content": ""} if role else {}) | ({"content": text} if text else {})
+        delta = ({"role": "assistant", "content": ""} if role else {}) | ({"content": text} if text else {}) | (delta or {})
         c["choices"] = [{"index": 0, "delta": delta, "logprobs": logprobs_object(g, tokens, tok),
                          "finish_reason": finish_reason}]
     else:

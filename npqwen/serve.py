@@ -31,6 +31,7 @@ from .hub import add_revision_option, resolve_model
 from .model import add_weights_option, load_model
 from .openai_api import ApiError, chunk, new_id, now, parse, response
 from .tokenizer import Tokenizer
+from .replies import THINK, ReplySplitter, join, reasoning_open, tool_format
 
 MAX_BODY = 16 << 20     # bytes of request JSON: far more than a context holds (about 4 bytes a token)
 MAX_QUEUE = 256         # requests waiting for a place in the batch; past that: 503, try again
@@ -51,7 +52,9 @@ class Service:
         # The engine's events of one step reach the event loop together: one wake-up per step, not per
         # request (each wake-up makes the engine thread hand over the GIL).
         self.loop, self.outbox, self.lock = None, [], threading.Lock()
-        self.ctx = {"model_ids": [model_id], "vocab_size": self.cfg.vocab_size, "can_think": tokenizer.can_think}
+        self.ctx = {"model_ids": [model_id], "vocab_size": self.cfg.vocab_size, "can_think": tokenizer.can_think,
+                    "tool_format": tool_format(tokenizer.chat_template)}
+        self.thinks = tokenizer.token_id(THINK) is not None   # a reply may hold a <think> block
 
     def close(self):
         self.engine.close()
@@ -107,10 +110,11 @@ class Service:
             if first.error:
                 raise ApiError(first.error, status=first.status)
             rid, head = new_id(chat), (self.tok.decode(ids) if g.echo else "")
+            split = self._splitter(g, ids) if chat else None
             if g.stream:
                 streaming = True
-                return _event_stream(self._chunks(g, rid, req, events, first, gone, head))
-            return await self._whole(g, rid, events, first, gone, head)
+                return _event_stream(self._chunks(g, rid, req, events, first, gone, head, split))
+            return await self._whole(g, rid, events, first, gone, head, split)
         finally:
             if not streaming:
                 req.cancelled = True    # (a finished request has left the batch already)
@@ -158,13 +162,16 @@ class Service:
         if not g.chat and not isinstance(g.prompt, str):
             return g.prompt
         kwargs = {} if g.enable_thinking is None else {"enable_thinking": g.enable_thinking}
+        if g.tools:
+            kwargs["tools"] = g.tools   # rendered by the template, as sent
         try:
             ids = self.tok.encode_chat(g.messages, **kwargs) if g.chat else self.tok.encode(g.prompt)
         except NpqwenError as e:   # the template refused the conversation (roles out of order), a lone surrogate
             raise ApiError(str(e), "messages" if g.chat else "prompt") from None
         if not ids:
             raise ApiError("the chat template rendered these messages as an empty prompt", "messages")
-        named = [i for i, m in enumerate(g.messages or []) if "name" in m] if g.chat else []
+        # (a tool result's name says which function answered: templates that do not show it lose nothing)
+        named = [i for i, m in enumerate(g.messages or []) if "name" in m and m["role"] != "tool"] if g.chat else []
         if named:   # a participant's name counts only if the template shows it: else it would be dropped unsaid
             plain = [{k: v for k, v in m.items() if k != "name"} for m in g.messages]
             if self.tok.encode_chat(plain, **kwargs) == ids:
@@ -174,7 +181,15 @@ class Service:
                                code="unsupported_parameter")
         return ids
 
-    async def _whole(self, g, rid, events, event, gone, text):
+    def _splitter(self, g, ids):
+        """The reply's reasoning, content and tool calls (replies.py), as this template and request shape them."""
+        tools = None
+        if g.tools and g.tool_choice != "none":
+            tools = {t["function"]["name"]: t["function"].get("parameters") or {} for t in g.tools}
+        return ReplySplitter(reasoning=self.thinks, open_=self.thinks and reasoning_open(self.tok.decode(ids)),
+                             tools=tools, fmt=self.ctx["tool_format"])
+
+    async def _whole(self, g, rid, events, event, gone, text, split=None):
         pieces, tokens = [text], list(event.prompt or [])
         while True:
             if event.error:
@@ -183,13 +198,16 @@ class Service:
             if event.token is not None:
                 tokens.append(event.token)
             if event.finish_reason:
-                return _json(response(g, rid, self.model_id, self.created, "".join(pieces),
-                                      event.finish_reason, event.usage, tokens, tok=self.tok))
+                whole, reason, message = "".join(pieces), event.finish_reason, None
+                if split is not None:
+                    message, reason = join(split.feed(whole) + split.finish(), reason)
+                return _json(response(g, rid, self.model_id, self.created, whole, reason, event.usage, tokens,
+                                      tok=self.tok, message=message))
             event = await _next(events, gone)
             if event is None:
                 return _client_gone()
 
-    async def _chunks(self, g, rid, req, events, event, gone, head):
+    async def _chunks(self, g, rid, req, events, event, gone, head, split=None):
         """The server-sent events of one streamed answer. However it ends (finished, the client gone,
         the task cancelled), the request leaves the batch."""
         offset = 0    # where the next token's text starts in the whole text (its logprobs' text_offset)
@@ -201,6 +219,7 @@ class Service:
             return c
 
         tokens = []   # generated since the last chunk: a token mid-character has no text of its own
+        calls = []    # the tool calls streamed so far
         try:
             if g.chat or head:
                 yield made(text=head, role=g.chat, tokens=event.prompt or ())
@@ -210,11 +229,19 @@ class Service:
                     break
                 if event.token is not None:
                     tokens.append(event.token)
-                if event.text:
+                if split is not None:   # the reply's fields, as they complete
+                    deltas = split.feed(event.text) + (split.finish() if event.finish_reason else [])
+                    for d in deltas_of(deltas, calls):
+                        yield made(delta=d, tokens=tokens)
+                        tokens = []
+                elif event.text:
                     yield made(text=event.text, tokens=tokens)
                     tokens = []
                 if event.finish_reason:
-                    yield made(finish_reason=event.finish_reason, tokens=tokens)
+                    reason = event.finish_reason
+                    if split is not None and calls and reason == "stop":
+                        reason = "tool_calls"
+                    yield made(finish_reason=reason, tokens=tokens)
                     if g.include_usage:
                         yield made(usage=event.usage, last=True)
                     break
@@ -243,6 +270,23 @@ class Service:
 
     async def health(self, request):
         return _json({"status": "ok"})
+
+
+def deltas_of(deltas, calls):
+    """replies.ReplySplitter's deltas -> OpenAI's chat deltas. A tool call streams as OpenAI streams
+    one: its index, id, type and name first, then its arguments (here in one piece). calls: the calls so
+    far (their count gives the index), appended to."""
+    for channel, x in deltas:
+        if channel == "reasoning":
+            yield {"reasoning_content": x, "reasoning": x}
+        elif channel == "content":
+            yield {"content": x}
+        else:
+            n = len(calls)
+            calls.append(x)
+            yield {"tool_calls": [{"index": n, "id": x["id"], "type": "function",
+                                   "function": {"name": x["name"], "arguments": ""}}]}
+            yield {"tool_calls": [{"index": n, "function": {"arguments": x["arguments"]}}]}
 
 
 # ---------------------------------------------------------------------------------------------

@@ -323,8 +323,10 @@ def test_bad_requests_get_400_naming_the_field(client):
     assert bad(client, "top_logprobs", logprobs=True, top_logprobs=21)
     assert bad(client, "logprobs", chat=False, logprobs=6)
     assert "unknown field 'foo'" in bad(client, "foo", extra_body={"foo": 1})
-    assert "unknown field 'chat_template_kwargs'" in bad(client, "chat_template_kwargs",
-                                                         extra_body={"chat_template_kwargs": {}})
+    assert "only enable_thinking" in bad(client, "chat_template_kwargs.add_vision_id",
+                                         extra_body={"chat_template_kwargs": {"add_vision_id": True}})
+    assert "reasoning switch" in bad(client, "chat_template_kwargs.enable_thinking",   # the demo does not reason
+                                     extra_body={"chat_template_kwargs": {"enable_thinking": False}})
     assert "[0, 2]" in bad(client, "temperature", temperature=3)
     assert "(0, 1]" in bad(client, "top_p", top_p=0)
     assert "echo" in bad(client, "max_tokens", max_tokens=0)
@@ -334,7 +336,7 @@ def test_bad_requests_get_400_naming_the_field(client):
     assert "echo" in bad(client, "max_tokens", chat=False, max_tokens=0)
     assert bad(client, "seed", seed=-1)
     assert bad(client, "presence_penalty", presence_penalty=0.5)
-    assert bad(client, "tools", tools=[{"type": "function", "function": {"name": "f"}}])
+    assert "shows no tool calls" in bad(client, "tools", tools=[{"type": "function", "function": {"name": "f"}}])
     assert bad(client, "stop", stop=[""])
     assert bad(client, "stop", stop="x" * 257)
     assert bad(client, "stop", stop=[str(i) for i in range(17)])
@@ -353,8 +355,14 @@ def test_bad_requests_get_400_naming_the_field(client):
         {"role": "user", "content": "hi"}, {"role": "assistant", "content": image(png)[0]["content"]}])
     assert bad(client, "messages[0].content[0].type", messages=[{"role": "user", "content": [
         {"type": "input_audio", "input_audio": {"data": "", "format": "wav"}}]}])
+    assert bad(client, "messages[1].tool_call_id", messages=[{"role": "user", "content": "hi"},
+                                                             {"role": "tool", "content": "x"}])
     assert bad(client, "messages[1].role", messages=[{"role": "user", "content": "hi"},
-                                                     {"role": "tool", "content": "x", "tool_call_id": "1"}])
+                                                     {"role": "function", "content": "x", "name": "f"}])
+    assert "not JSON" in bad(client, "messages[1].tool_calls[0].function.arguments", messages=[
+        {"role": "user", "content": "hi"},
+        {"role": "assistant", "content": None, "tool_calls": [{"id": "c", "type": "function",
+                                                               "function": {"name": "f", "arguments": "{oops"}}]}])
     long = " ".join(["word"] * 600)
     assert "context" in bad(client, "prompt", chat=False, prompt=long)
     assert "context" in bad(client, "messages", messages=[{"role": "user", "content": long}])
