@@ -24,10 +24,11 @@ the `Event`s the engine passes to the request's callback, from the engine thread
 
 import collections
 import copy
+import itertools
 import sys
 import threading
 import traceback
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable
 
 import numpy as np
@@ -56,6 +57,7 @@ class Request:
     cancelled: bool = False                             # set by the client's side; the row leaves at the next step
     logprobs: int | None = None                         # K: each token carries its logprob and K alternatives
     images: tuple | None = None                         # (pixel_values, image_grid_thw) of the prompt's images
+    constraint: object = None                           # structured.Constraint: only what its grammar allows
     prompt_logprobs: int | None = None                  # K: the prompt's tokens are scored too (echo), each with
                                                         # its logprob under the model and K alternatives; with
                                                         # max_new_tokens 0, the prompt is scored and nothing generated
@@ -126,6 +128,10 @@ class _Entry:
     v: np.ndarray
     along: dict              # other arrays with a place per position, on axis 1 (QSA: "index", "positions")
     snapshots: dict          # {p: the recurrent states (DeltaState, PLEState) after the first p positions}
+    used: dict = field(default_factory=dict)   # {p: when snapshot p was last stored or reused (PromptCache.clock)}
+
+    def upto(self, n):  # -> (k, v, along) of the first n positions (views)
+        return self.k[:, :, :n], self.v[:, :, :n], {name: a[:, :n] for name, a in self.along.items()}
 
     @property
     def nbytes(self):
@@ -144,10 +150,14 @@ class PromptCache:
     keep snapshots of them at a few positions (the end of each prompt, every SNAPSHOT_EVERY
     positions of a long one, the end of a finished sequence), and a prompt may reuse only a prefix
     that ends exactly at a snapshot, as llama.cpp's and SGLang's hybrid caches do. The keys and
-    values of the attention layers are shared by all of an entry's snapshots."""
+    values of the attention layers are shared by all of an entry's snapshots. Past the budget, the
+    least recently used snapshot goes first (with the keys past an entry's last snapshot, which
+    nothing can reuse), not a whole entry: a long chat, one entry holding a snapshot or two per
+    turn, loses its oldest turns' snapshots, never its latest."""
 
     def __init__(self, budget_bytes, exact=False):
         self.budget, self.exact, self.entries, self.bytes = budget_bytes, exact, [], 0   # entries: most recent last
+        self.clock = itertools.count()
 
     def lookup(self, ids):  # -> (n, k, v, states): the cache contents of the first n positions of ids
         """k, v [layers, K, n, hd] (views); states: the per-position arrays and recurrent states
@@ -163,37 +173,54 @@ class PromptCache:
         if not best:
             return 0, None, None, {}
         self._touch(hit)
-        states = {name: a[:, :best] for name, a in hit.along.items()}
-        states.update(hit.snapshots.get(best, {}))
-        return best, hit.k[:, :, :best], hit.v[:, :, :best], states
+        hit.used[best] = next(self.clock)
+        k, v, states = hit.upto(best)
+        return best, k, v, {**states, **hit.snapshots.get(best, {})}
 
     def store(self, ids, k, v, states=None, snapshots=None):
         """ids [n]; k and v [layers, K, n, hd]; states: the rest of the cache after them, as
         `Engine._kv` gives it (its recurrent states are the snapshot at n); snapshots: {p < n: the
         recurrent states after p positions}. All copied here."""
         ids, states = np.asarray(ids), states or {}
-        along = {name: states[name] for name in ("index", "positions") if name in states}
         snapshots = dict(snapshots or {})
         recurrent = {key: s for key, s in states.items() if isinstance(s, (DeltaState, PLEState))}
         if recurrent:
             snapshots[len(ids)] = recurrent
-        new = _Entry(ids, k, v, along, snapshots)
-        if len(ids) < 2 or new.nbytes > self.budget:
+        new = _Entry(ids, k, v, {name: states[name] for name in ("index", "positions") if name in states}, snapshots)
+        if len(ids) < 2 or new.nbytes > self.budget or (self.exact and not snapshots):
             return
+        now = dict.fromkeys(snapshots, next(self.clock))
         holder = next((e for e in self.entries if len(e.ids) >= len(ids) and _common_prefix(e.ids, ids) == len(ids)),
                       None)
         if holder is not None:   # these ids are stored already (the same prompt again): only the snapshots are new
             holder.snapshots.update(copy.deepcopy(snapshots))
+            holder.used.update(now)
             self._touch(holder)
         else:   # entries these ids extend are replaced, their snapshots (valid positions of the new one) kept
             new = copy.deepcopy(new)
+            new.used = now
             for e in [e for e in self.entries if _common_prefix(e.ids, ids) == len(e.ids)]:
-                new.snapshots = {**e.snapshots, **new.snapshots}
+                new.snapshots, new.used = {**e.snapshots, **new.snapshots}, {**e.used, **new.used}
                 self.entries.remove(e)
             self.entries.append(new)
         self.bytes = sum(e.nbytes for e in self.entries)
         while self.bytes > self.budget:
-            self.bytes -= self.entries.pop(0).nbytes
+            self._evict()
+            self.bytes = sum(e.nbytes for e in self.entries)
+
+    def _evict(self):
+        """Drop the least recently used entry; for a hybrid model, the least recently used snapshot
+        (of those stored together, the earliest position first)."""
+        if not self.exact:
+            self.entries.pop(0)
+            return
+        e, p = min(((e, p) for e in self.entries for p in e.snapshots), key=lambda ep: (ep[0].used[ep[1]], ep[1]))
+        del e.snapshots[p], e.used[p]
+        if not e.snapshots:
+            self.entries.remove(e)
+        elif p > max(e.snapshots):   # its last: the keys past the one before it are of no use now
+            n = max(e.snapshots)
+            e.ids, (e.k, e.v, e.along) = e.ids[:n].copy(), copy.deepcopy(e.upto(n))
 
     def _touch(self, e):  # most recently used
         self.entries.remove(e)
@@ -426,8 +453,12 @@ class Engine:
         """Choose the row's next token, as `generate` does, and report it."""
         req = row.req
         logits = row.logits[None] if row.bias is None else (row.logits + row.bias)[None]
+        if req.constraint is not None:   # structured output: the grammar's tokens only
+            logits = req.constraint.allow(logits[0])[None]
         scores = processed_logits(logits, req.settings, row.history[None, :row.n])  # what the token is drawn from
         tok = int(draw(scores, req.settings, row.rng)[0])
+        if req.constraint is not None:
+            req.constraint.advance(tok)
         row.history[row.n] = tok
         row.n, row.generated, row.last = row.n + 1, row.generated + 1, tok
         self.tokens_generated += 1

@@ -12,7 +12,7 @@ from conftest import golden_model
 from near_ties import MARGIN, greedy_margin
 from npqwen import SamplingSettings, Tokenizer, generate
 from npqwen import batching
-from npqwen.batching import Engine, PromptCache, Request
+from npqwen.batching import Engine, PromptCache, Request, _state_bytes
 from npqwen.deltanet import DeltaState
 from test_batching import DEMO, engine_ids
 
@@ -138,8 +138,35 @@ def test_snapshots_are_reused_only_at_their_positions_and_count_in_the_budget():
     cache.store(ids[:8], k[:, :, :8], k[:, :, :8], state(4.0))   # a prefix of what is held: only its snapshot
     assert len(cache.entries) == 1 and sorted(cache.entries[0].snapshots) == [4, 8, 10, 12]
     assert cache.lookup(ids[:9] + [99])[0] == 8 and cache.lookup(ids + [10, 11, 99])[0] == 12
-    for start in (100, 200, 300):
-        cache.store(list(range(start, start + 10)), k, k, state(0.0), {5: state(0.0)})
-        cache.lookup(list(range(100, 110)) + [99])         # (the first of them: used again each time)
-    assert cache.bytes <= cache.budget and cache.lookup(ids + [10, 11, 99])[0] == 0   # least recently used: gone
-    assert cache.lookup(list(range(100, 110)) + [99])[0] == 10 and cache.lookup(list(range(200, 210)))[0] == 5
+
+
+def test_past_the_budget_the_least_recently_used_snapshots_go_first():
+    """A chat is one entry, growing by a turn's keys and a snapshot or two each turn: past the budget
+    its oldest snapshots go, never the latest (which the next turn reuses); an entry whose last
+    snapshot goes keeps only the keys before the one left, one whose only snapshot goes, nothing."""
+    per_position = 2 * 2 * 4 * 4   # k and v [2 layers, 1 head, n, 4] in float32
+    snapshot = _state_bytes(state(0.0))
+    cache = PromptCache(budget_bytes=90 * per_position + 4 * snapshot, exact=True)   # (90: the last turn's keys)
+    ids = []
+    for turn in range(10):   # each turn: the prompt (snapshot at its end), then the finished sequence
+        ids = ids + list(range(1000 * turn, 1000 * turn + 8))
+        kv = np.zeros((2, 1, len(ids), 4), np.float32)
+        cache.store(ids, kv, kv, state(turn))
+        ids = ids + [7]
+        kv = np.zeros((2, 1, len(ids), 4), np.float32)
+        cache.store(ids, kv, kv, state(turn + 0.5))
+        assert cache.bytes <= cache.budget and len(cache.entries) == 1
+        n, _, _, states = cache.lookup(ids + [99])
+        assert n == len(ids) and (states[0].S == turn + 0.5).all()
+    assert sorted(cache.entries[0].snapshots) == [80, 81, 89, 90]   # the last two turns'
+
+    cache = PromptCache(budget_bytes=10 * per_position + 2 * snapshot, exact=True)
+    kv = np.zeros((2, 1, 6, 4), np.float32)
+    cache.store(range(6), kv, kv, state(1.0), {3: state(0.0)})
+    cache.lookup([0, 1, 2, 99])                            # snapshot 3 used again: 6 is now the older
+    cache.store(range(10, 14), kv[:, :, :4], kv[:, :, :4], state(2.0))
+    first = next(e for e in cache.entries if e.ids[0] == 0)
+    assert sorted(first.snapshots) == [3] and len(first.ids) == first.k.shape[2] == 3
+    kv = np.zeros((2, 1, 10, 4), np.float32)
+    cache.store(range(20, 30), kv, kv, state(3.0))         # room for it alone: the others go whole, oldest first
+    assert [int(e.ids[0]) for e in cache.entries] == [20] and cache.bytes == 10 * per_position + snapshot
