@@ -69,6 +69,11 @@ def _parser():
                        help="with --chat: ask it to answer without reasoning (enable_thinking=False)")
     p.add_argument("--hide-thinking", action="store_true",
                    help="do not print the <think>...</think> block, only the answer")
+    p.add_argument("--json-schema", metavar="FILE",
+                   help="the reply is JSON valid against this JSON schema (a file), by constrained decoding "
+                        "(needs llguidance: pip install \"npqwen[structured]\")")
+    p.add_argument("--json-object", action="store_true",
+                   help="the reply is a JSON object, by constrained decoding (as response_format json_object)")
     p.add_argument("--json", action="store_true",
                    help="write one JSON object per generated token (id, text, token, finish_reason) instead of text")
     p.add_argument("--logprobs", type=int, metavar="K",
@@ -94,6 +99,8 @@ def _validate(args):
     SamplingSettings(**given).validate()
     if args.system is not None and not args.chat:
         raise NpqwenError("--system needs --chat")
+    if args.json_schema is not None and args.json_object:
+        raise NpqwenError("give --json-schema or --json-object, not both")
     if args.image and not args.chat:
         raise NpqwenError("--image needs --chat (the chat template places the image in the user message)")
     if args.think is not None and not args.chat:
@@ -167,7 +174,12 @@ def _run(model, tok, ids, args, settings, eos, max_new, images=None):
     t0 = time.perf_counter()
     t_first, n, pieces, last = None, 0, [], None
     shown = HideThinking(tok) if args.hide_thinking else (lambda token: token.text)
-    for last in generate(model, tok, ids, max_new, settings, args.seed, eos, logprobs=args.logprobs, images=images):
+    constraint = None
+    if getattr(args, "grammar", None) is not None:   # a fresh grammar state for each reply
+        from .structured import Constraint
+        constraint = Constraint(*args.grammar)
+    for last in generate(model, tok, ids, max_new, settings, args.seed, eos, logprobs=args.logprobs, images=images,
+                         constraint=constraint):
         if t_first is None:
             t_first = time.perf_counter()
         n += 1
@@ -258,6 +270,7 @@ def generate_main(argv=None) -> int:
         max_new = args.max_new_tokens or gen_cfg.max_new_tokens or 256
         messages = [{"role": "system", "content": args.system}] if args.system else []
         images = _images(args, cfg)
+        args.grammar = _grammar(args, tok, cfg, eos)
         if prompt is not None:  # encode and check the length before anything is printed
             ids = _encode(tok, messages + [user_message(prompt, len(args.image or ()))] if args.chat else prompt,
                           args.think, images, cfg)
@@ -279,6 +292,24 @@ def generate_main(argv=None) -> int:
             _interactive(model, tok, messages, args, settings, eos, max_new, images, cfg)
         return 0
     return run_tool(main, argv)
+
+
+def _grammar(args, tok, cfg, eos):
+    """--json-schema FILE / --json-object -> (llguidance's tokenizer, the grammar), or None."""
+    if args.json_schema is None and not args.json_object:
+        return None
+    from .jsonfile import read_json_object
+    from .structured import grammar_tokenizer, json_grammar
+    schema = None
+    if args.json_schema is not None:
+        if not os.path.isfile(args.json_schema):
+            raise NpqwenError(f"--json-schema {_printable(args.json_schema)}: no such file")
+        schema = read_json_object(args.json_schema)
+    try:
+        grammar = json_grammar(schema)
+    except NpqwenError as e:
+        raise NpqwenError(f"--json-schema {_printable(args.json_schema)}: {e}" if schema is not None else str(e)) from None
+    return grammar_tokenizer(tok, cfg.vocab_size, eos), grammar
 
 
 def _images(args, cfg):

@@ -47,7 +47,7 @@ def context_limit(config) -> int:
 
 
 def generate_steps(model, prompts, max_new_tokens, settings=None, seed=None, eos_ids=(), pad_id=0, max_context=None,
-                   min_new_tokens=0, logprobs=None, images=None):
+                   min_new_tokens=0, logprobs=None, images=None, constraint=None):
     """Yield, for each step, the next token of every prompt ([b] ints). Rows that produced an eos
     id continue with pad_id (as transformers does) until all are done. prompts: list of id lists.
     max_context: stop when a sequence reaches this many positions (default: context_limit).
@@ -55,7 +55,8 @@ def generate_steps(model, prompts, max_new_tokens, settings=None, seed=None, eos
     logprobs=K (an int >= 0): yield (ids [b], [(logprob, [(id, logprob)] * <= K)] per row) instead,
     see logprobs.step_logprobs.
     images=(pixel_values, image_grid_thw): the images whose expanded <|image_pad|> tokens the prompts hold,
-    row after row (vision/multimodal.py)."""
+    row after row (vision/multimodal.py).
+    constraint: a structured.Constraint (one prompt): only the tokens its grammar allows are drawn."""
     settings = (settings or SamplingSettings()).validate()
     cfg = model.config
     if not prompts or any(len(p) == 0 for p in prompts):
@@ -93,8 +94,12 @@ def generate_steps(model, prompts, max_new_tokens, settings=None, seed=None, eos
         if step < min_new_tokens and eos.size:
             logits = logits.copy()
             logits[:, eos] = -np.inf
+        if constraint is not None:
+            logits = constraint.allow(logits[0])[None]
         scores = processed_logits(logits, settings, history)  # the distribution the token is drawn from
         nxt = np.where(done, pad_id, draw(scores, settings, rng))
+        if constraint is not None:
+            constraint.advance(nxt[0])
         yield nxt if logprobs is None else (nxt, step_logprobs(scores, nxt, logprobs))
         done |= np.isin(nxt, eos)
         if done.all() or step == steps - 1:
@@ -119,7 +124,7 @@ def _check_cache_fits(cfg, batch, positions):
 
 
 def generate(model, tokenizer, prompt, max_new_tokens=256, settings=None, seed=None, eos_ids=None, max_context=None,
-             logprobs=None, images=None):
+             logprobs=None, images=None, constraint=None):
     """Stream the continuation of one prompt (a string, or a list of token ids) as Token objects.
     With a tokenizer, the texts of the tokens joined are tokenizer.decode(ids, skip_special_tokens=True)
     of the new ids, whatever stopped generation. logprobs=K: each Token carries its logprob and
@@ -140,7 +145,7 @@ def generate(model, tokenizer, prompt, max_new_tokens=256, settings=None, seed=N
     limit = max_context or context_limit(model.config)
     n = 0
     for step in generate_steps(model, [ids], max_new_tokens, settings, seed, eos_ids, max_context=limit,
-                               logprobs=logprobs, images=images):
+                               logprobs=logprobs, images=images, constraint=constraint):
         lp = top = None
         if logprobs is not None:
             step, [(lp, top)] = step

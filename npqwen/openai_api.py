@@ -53,6 +53,7 @@ class Generation:
     enable_thinking: bool | None = None         # chat: from reasoning_effort or chat_template_kwargs
     tools: list | None = None                   # chat: the tools as sent, for the chat template
     tool_choice: str = "auto"                   # "auto" (calls parsed) or "none" (the reply is text)
+    response_format: tuple | None = None        # chat: ("json_object", None) or ("json_schema", schema)
     want_logprobs: bool = False                 # chat: logprobs true; completions: logprobs given
     top_logprobs: int = 0                       # alternatives per token (chat: top_logprobs; completions: logprobs)
 
@@ -220,9 +221,35 @@ def _stream_options(v, g, ctx, name):
 
 
 def _response_format(v, g, ctx, name):
+    """text; json_object (any JSON object); json_schema {"name", "schema", "strict"?, "description"?}:
+    both by constrained decoding (structured.py), so the reply parses (and validates)."""
     kind = v.get("type") if isinstance(v, dict) else None
-    if kind != "text":
-        raise _unsupported(name, f"response_format {_found(kind) if kind else _found(v)} (only 'text')")
+    if kind not in ("text", "json_object", "json_schema"):
+        raise ApiError(f"'{name}.type' must be 'text', 'json_object' or 'json_schema', found {_found(kind)}",
+                       f"{name}.type")
+    for k in v:
+        if k not in ("type", "json_schema"):
+            raise ApiError(f"unknown field '{name}.{k}'", f"{name}.{k}", code="unknown_parameter")
+    if kind == "text":
+        return
+    if kind == "json_object":
+        g.response_format = ("json_object", None)
+        return
+    js = v.get("json_schema")
+    if not isinstance(js, dict):
+        raise ApiError(f"'{name}.json_schema' must be an object with 'name' and 'schema', found {_found(js)}",
+                       f"{name}.json_schema")
+    for k in js:
+        if k not in ("name", "schema", "strict", "description"):
+            raise ApiError(f"unknown field '{name}.json_schema.{k}'", f"{name}.json_schema.{k}", code="unknown_parameter")
+    _string(js.get("name"), f"{name}.json_schema.name")
+    if js.get("strict") is not None:
+        _boolean(js["strict"], f"{name}.json_schema.strict")
+    schema = js.get("schema", {})
+    if not isinstance(schema, dict):
+        raise ApiError(f"'{name}.json_schema.schema' must be a JSON schema (an object), found {_found(schema)}",
+                       f"{name}.json_schema.schema")
+    g.response_format = ("json_schema", schema)
 
 
 def _reasoning_effort(v, g, ctx, name):

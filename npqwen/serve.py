@@ -95,10 +95,11 @@ class Service:
             settings = _settings(g.sampling, self.gen_cfg)
         except NpqwenError as e:
             raise ApiError(str(e)) from None
+        constraint = await run_in_threadpool(self._constraint, g) if g.response_format else None
         max_new = g.max_tokens if g.max_tokens is not None else (self.gen_cfg.max_new_tokens or self.limit - len(ids))
         self.loop, events = asyncio.get_running_loop(), asyncio.Queue()
         req = Request(ids, max_new, settings, lambda e: self._post(events, e), seed=g.seed, stop=g.stop,
-                      logit_bias=g.logit_bias, logprobs=g.logprobs, images=images,
+                      logit_bias=g.logit_bias, logprobs=g.logprobs, images=images, constraint=constraint,
                       prompt_logprobs=g.logprobs if g.echo else None)   # echo with logprobs: the prompt's too
         self.engine.submit(req)
         gone = asyncio.ensure_future(_disconnected(request))
@@ -180,6 +181,17 @@ class Service:
                                f"would be lost; leave it out (or put it in the content)", at,
                                code="unsupported_parameter")
         return ids
+
+    def _constraint(self, g):
+        """response_format json_object / json_schema -> the reply's grammar (structured.py)."""
+        from .structured import Constraint, grammar_tokenizer, json_grammar
+        kind, schema = g.response_format
+        where = "response_format" if kind == "json_object" else "response_format.json_schema.schema"
+        try:
+            grammar = json_grammar(schema)
+            return Constraint(grammar_tokenizer(self.tok, self.cfg.vocab_size, self.engine.eos), grammar)
+        except NpqwenError as e:
+            raise ApiError(str(e), where) from None
 
     def _splitter(self, g, ids):
         """The reply's reasoning, content and tool calls (replies.py), as this template and request shape them."""

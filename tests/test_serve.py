@@ -317,8 +317,10 @@ def bad(client, param, status=400, chat=True, **kw):
 
 def test_bad_requests_get_400_naming_the_field(client):
     assert "more than one choice" in bad(client, "n", n=2)
-    assert "response_format" in bad(client, "response_format",
-                                    response_format={"type": "json_schema", "json_schema": {"name": "x"}})
+    assert bad(client, "response_format.type", response_format={"type": "xml"})
+    assert bad(client, "response_format.json_schema", response_format={"type": "json_schema"})
+    assert bad(client, "response_format.json_schema.schema",
+               response_format={"type": "json_schema", "json_schema": {"name": "x", "schema": [1]}})
     assert "needs 'logprobs': true" in bad(client, "top_logprobs", top_logprobs=3)
     assert bad(client, "top_logprobs", logprobs=True, top_logprobs=21)
     assert bad(client, "logprobs", chat=False, logprobs=6)

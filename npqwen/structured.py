@@ -1,0 +1,99 @@
+"""Structured output: replies that are JSON (and valid against a JSON schema) by constrained decoding.
+
+At each step the grammar says which tokens may come next, and the others' logits become -inf before
+sampling; the chosen token then advances the grammar. So every prefix of the reply is a prefix of
+some valid document, a reply cut by max_tokens is a valid beginning, and a finished one parses and
+validates. Whitespace between JSON tokens is not allowed at all (compact JSON, "," and ":"
+separators): free whitespace is where an unconstrained sampler wanders for hundreds of tokens.
+
+The grammar engine is llguidance (the `structured` extra), chosen by evidence among the three that
+vLLM and SGLang use:
+  llguidance    no dependencies, one 3 MB wheel; reads the checkpoint's tokenizer.json itself, so its
+                token masks are exact for Qwen's byte-level BPE (every token's bytes, special tokens
+                included); writes a bitmask into a NumPy buffer; JSON schema with maxLength, maxItems,
+                minimum / maximum, enum, and compile errors as exceptions.
+  xgrammar      requires torch, triton and transformers at run time: ruled out (npqwen runs without torch).
+  outlines-core no dependencies, but yields the allowed token ids per state as Python lists, to be turned
+                into a mask by hand each step, and compiles a schema to one regex (no recursion).
+The mask's cost per token is measured by scripts/bench_structured.py.
+"""
+
+import json
+
+import numpy as np
+
+from .errors import NpqwenError
+
+MAX_SCHEMA_BYTES = 64 << 10       # a schema larger than this is not a response format but a mistake
+JSON_OPTIONS = {"whitespace_flexible": False, "item_separator": ",", "key_separator": ":"}
+
+
+def _llguidance():
+    try:
+        import llguidance
+    except ImportError:
+        raise NpqwenError('structured output needs llguidance: pip install "npqwen[structured]" '
+                          '(or pip install llguidance)') from None
+    return llguidance
+
+
+_tokenizers = {}
+
+
+def grammar_tokenizer(tok, vocab_size, eos_ids):
+    """llguidance's view of the tokenizer (built once per tokenizer: about a second)."""
+    eos_ids = sorted(int(i) for i in eos_ids)
+    key = (id(tok), vocab_size, tuple(eos_ids))
+    if key not in _tokenizers:
+        ll = _llguidance()
+        _tokenizers[key] = ll.LLTokenizer(tok.tok.to_str(), n_vocab=vocab_size, eos_token=list(eos_ids))
+    return _tokenizers[key]
+
+
+def json_grammar(schema=None):
+    """A JSON schema (a dict), or None for any JSON object -> llguidance's grammar text. NpqwenError for a
+    schema that is not an object, too large, or does not compile."""
+    ll = _llguidance()
+    if schema is None:
+        schema = {"type": "object"}
+    if not isinstance(schema, dict):
+        raise NpqwenError(f"a JSON schema must be an object, found {type(schema).__name__}")
+    try:
+        text = json.dumps(schema)
+    except (TypeError, ValueError, RecursionError):
+        raise NpqwenError("the JSON schema is not JSON") from None
+    if len(text) > MAX_SCHEMA_BYTES:
+        raise NpqwenError(f"the JSON schema is {len(text):,} bytes, more than npqwen takes ({MAX_SCHEMA_BYTES:,})")
+    try:
+        grammar = ll.LLMatcher.grammar_from_json_schema(text, overrides=JSON_OPTIONS)
+    except ValueError as e:
+        raise NpqwenError(f"the JSON schema cannot be compiled: {str(e)[:300]}") from None
+    err = ll.LLMatcher.validate_grammar(grammar)
+    if err:
+        raise NpqwenError(f"the JSON schema cannot be compiled: {err[:300]}")
+    return grammar
+
+
+class Constraint:
+    """One reply's grammar state: `allow(logits)` masks the logits [V] of the next token (a copy),
+    `advance(token)` moves past the token chosen."""
+
+    def __init__(self, lltok, grammar):
+        ll = _llguidance()
+        self.matcher = ll.LLMatcher(lltok, grammar, log_level=0)
+        if self.matcher.is_error():
+            raise NpqwenError(f"the grammar cannot be used: {self.matcher.get_error()[:300]}")
+        self.words = (lltok.vocab_size + 31) // 32
+        self.bits = np.zeros(self.words, np.int32)
+
+    def allow(self, logits):  # [V] -> [V]: the tokens the grammar forbids at -inf
+        self.matcher.unsafe_compute_mask_ptr(self.bits.ctypes.data, self.bits.nbytes)
+        allowed = np.unpackbits(self.bits.view(np.uint8), bitorder="little")[:logits.shape[-1]].astype(bool)
+        out = np.where(allowed, logits, np.float32(-np.inf)).astype(np.float32)
+        if not allowed.any():
+            raise NpqwenError(f"the grammar allows no token: {self.matcher.get_error()[:300]}")
+        return out
+
+    def advance(self, token):
+        if not self.matcher.consume_token(int(token)):
+            raise NpqwenError(f"the grammar refused token {int(token)}: {self.matcher.get_error()[:300]}")
