@@ -52,7 +52,7 @@ class Generation:
     echo: bool = False                          # completions: the prompt's text before the completion
     enable_thinking: bool | None = None         # chat: from reasoning_effort or chat_template_kwargs
     tools: list | None = None                   # chat: the tools as sent, for the chat template
-    tool_choice: str = "auto"                   # "auto" (calls parsed) or "none" (the reply is text)
+    tool_choice: str | tuple = "auto"           # "auto", "none" (text), "required", ("function", name)
     response_format: tuple | None = None        # chat: ("json_object", None) or ("json_schema", schema)
     want_logprobs: bool = False                 # chat: logprobs true; completions: logprobs given
     top_logprobs: int = 0                       # alternatives per token (chat: top_logprobs; completions: logprobs)
@@ -353,14 +353,35 @@ def _schema(p, at):
 
 
 def _tool_choice(v, g, ctx, name):
-    if v in ("none", "auto"):
+    """none (the reply is text), auto, required (one call or more) or {"type": "function", "function":
+    {"name"}} (exactly that call): the last two by constrained decoding (structured.tool_call_grammar)."""
+    if v in ("none", "auto", "required"):
         g.tool_choice = v
         return
-    if v == "required" or isinstance(v, dict):
-        raise _unsupported(name, "tool_choice 'required' or a named function (it needs constrained decoding, "
-                                 "which npqwen does not do yet)")
-    raise ApiError(f"'{name}' must be 'none', 'auto', 'required' or {{\"type\": \"function\", ...}}, found "
-                   f"{_found(v)}", name)
+    if isinstance(v, dict) and v.get("type") == "function" and isinstance(v.get("function"), dict) \
+            and set(v) == {"type", "function"} and set(v["function"]) == {"name"}:
+        g.tool_choice = ("function", _string(v["function"]["name"], f"{name}.function.name"))
+        return
+    raise ApiError(f"'{name}' must be 'none', 'auto', 'required' or {{\"type\": \"function\", \"function\": "
+                   f"{{\"name\": ...}}}}, found {_found(v)}", name)
+
+
+def _check_tool_choice(g, ctx):
+    forced = g.tool_choice == "required" or isinstance(g.tool_choice, tuple)
+    if not forced:
+        return
+    names = [t["function"]["name"] for t in g.tools or []]
+    if not names:
+        raise ApiError("'tool_choice' asks for a call but 'tools' is empty", "tool_choice")
+    if isinstance(g.tool_choice, tuple) and g.tool_choice[1] not in names:
+        raise ApiError(f"'tool_choice.function.name': no tool is named {g.tool_choice[1]!r} (tools: "
+                       f"{', '.join(names)})", "tool_choice.function.name")
+    if ctx.get("tool_format") != "hermes":
+        raise _unsupported("tool_choice", "a forced call ('required' or a named function) in the XML tool-call "
+                                          "form of this chat template (npqwen constrains the Hermes JSON form only)")
+    if g.response_format is not None:
+        raise ApiError("'tool_choice' forces a tool call and 'response_format' a JSON reply: give one of them",
+                       "tool_choice")
 
 
 def _chat_template_kwargs(v, g, ctx, name):
@@ -449,6 +470,8 @@ def parse(body: dict, chat: bool, ctx: dict) -> Generation:
     for name, v in body.items():
         if v is not None:
             fields[name](v, g, ctx, name)
+    if chat:
+        _check_tool_choice(g, ctx)
     if chat and body.get("top_logprobs") is not None and not g.want_logprobs:
         raise ApiError("'top_logprobs' needs 'logprobs': true", "top_logprobs")
     if g.max_tokens == 0 and not g.echo:

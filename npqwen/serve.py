@@ -95,7 +95,8 @@ class Service:
             settings = _settings(g.sampling, self.gen_cfg)
         except NpqwenError as e:
             raise ApiError(str(e)) from None
-        constraint = await run_in_threadpool(self._constraint, g) if g.response_format else None
+        forced = g.tool_choice == "required" or isinstance(g.tool_choice, tuple)
+        constraint = await run_in_threadpool(self._constraint, g) if g.response_format or forced else None
         max_new = g.max_tokens if g.max_tokens is not None else (self.gen_cfg.max_new_tokens or self.limit - len(ids))
         self.loop, events = asyncio.get_running_loop(), asyncio.Queue()
         req = Request(ids, max_new, settings, lambda e: self._post(events, e), seed=g.seed, stop=g.stop,
@@ -183,12 +184,20 @@ class Service:
         return ids
 
     def _constraint(self, g):
-        """response_format json_object / json_schema -> the reply's grammar (structured.py)."""
-        from .structured import Constraint, grammar_tokenizer, json_grammar
-        kind, schema = g.response_format
-        where = "response_format" if kind == "json_object" else "response_format.json_schema.schema"
+        """response_format json_object / json_schema, or tool_choice required / a named function -> the
+        reply's grammar (structured.py)."""
+        from .structured import Constraint, grammar_tokenizer, json_grammar, tool_call_grammar
+        if g.response_format is None:   # a forced tool call
+            kind, schema, where = None, None, "tools"
+        else:
+            kind, schema = g.response_format
+            where = "response_format" if kind == "json_object" else "response_format.json_schema.schema"
         try:
-            grammar = json_grammar(schema)
+            if kind is None:
+                tools = {t["function"]["name"]: t["function"].get("parameters") for t in g.tools}
+                grammar = tool_call_grammar(self.tok, tools, g.tool_choice[1] if isinstance(g.tool_choice, tuple) else None)
+            else:
+                grammar = json_grammar(schema)
             return Constraint(grammar_tokenizer(self.tok, self.cfg.vocab_size, self.engine.eos), grammar)
         except NpqwenError as e:
             raise ApiError(str(e), where) from None

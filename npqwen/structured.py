@@ -74,6 +74,35 @@ def json_grammar(schema=None):
     return grammar
 
 
+def tool_call_grammar(tok, tools, only=None):
+    """tool_choice "required" (one call or more, of any of `tools` {name: parameters schema}) or a named
+    function (`only`: exactly one call of it), in the Hermes JSON form of Qwen2.5 / Qwen3:
+    <tool_call>\n{"name": NAME, "arguments": {...}}\n</tool_call>, the arguments valid against the
+    function's schema, compact. The tags are the tokenizer's own tokens where it has them."""
+    ll = _llguidance()
+
+    def tag(text):
+        i = tok.token_id(text)
+        return f"<[{i}]>" if i is not None else json.dumps(text)
+
+    names = [only] if only is not None else list(tools)
+    bodies = []
+    for name in names:
+        schema = {"type": "object", "properties": {"name": {"const": name}, "arguments": tools[name] or {"type": "object"}},
+                  "required": ["name", "arguments"], "additionalProperties": False,
+                  "x-guidance": dict(JSON_OPTIONS)}
+        bodies.append("%json " + json.dumps(schema))
+    newline = json.dumps("\n")
+    call = f'{tag("<tool_call>")} {newline} ({" | ".join(bodies)}) {newline} {tag("</tool_call>")}'
+    more = "" if only is not None else f" ({newline} call)*"
+    lark = f"start: call{more}\ncall: {call}\n"
+    grammar = ll.LLMatcher.grammar_from_lark(lark)
+    err = ll.LLMatcher.validate_grammar(grammar)
+    if err:
+        raise NpqwenError(f"the tools' schemas cannot be compiled: {err[:300]}")
+    return grammar
+
+
 class Constraint:
     """One reply's grammar state: `allow(logits)` masks the logits [V] of the next token (a copy),
     `advance(token)` moves past the token chosen."""

@@ -8,10 +8,12 @@ import json
 import os
 import shutil
 
+import numpy as np
 import pytest
 from hypothesis import given, strategies as st
 
 from conftest import REFERENCES, shared_asset
+from npqwen.model import ModelOutput
 from npqwen.openai_api import _messages
 from npqwen.replies import ReplySplitter, join, reasoning_open, tool_format, typed
 from npqwen.tokenizer import Tokenizer
@@ -175,7 +177,10 @@ def qwen3_server(tmp_path):
             if len(input_ids[0]) > 1:      # a prefill: the next reply starts
                 self.prompts.append([int(i) for i in input_ids[0]])
                 self.script = iter(script)
-            return super().forward(input_ids, attention_mask, cache, logits_to_keep)
+            logits = np.zeros((len(input_ids), 1, self.config.vocab_size), np.float32)
+            # past the script, it would end (<|im_end|>); elsewhere every token alike: a grammar's first choice wins
+            logits[:, -1, next(self.script, 151645)] = 1.0
+            return ModelOutput(logits=logits)
     model = Replay(151936, script, 40960)
     model.vision, model.config.eos_token_id = None, 151645
     with running_server(model, str(tmp_path), model_id="q", prompt_cache_mb=0) as (url, _):
@@ -250,12 +255,41 @@ def test_server_renders_a_tool_round_trip(qwen3_server):
     ([{"type": "function", "function": {"name": "bad name!"}}], None, "tools[0].function.name", "letters"),
     ([{"type": "function", "function": {"name": "f", "parameters": {"properties": []}}}], None,
      "tools[0].function.parameters.properties", "map"),
-    (TOOL_LIST, "required", "tool_choice", "constrained decoding"),
-    (TOOL_LIST, {"type": "function", "function": {"name": "get_weather"}}, "tool_choice", "constrained decoding"),
+    (TOOL_LIST, {"type": "function", "function": {"name": "get_time"}}, "tool_choice.function.name", "no tool"),
+    (None, "required", "tool_choice", "'tools' is empty"),
 ])
 def test_bad_tools_get_400_naming_the_field(qwen3_server, tools, tool_choice, param, says):
     client = qwen3_server[0]
-    kw = {} if tool_choice is None else {"tool_choice": tool_choice}
+    kw = ({} if tool_choice is None else {"tool_choice": tool_choice}) | ({} if tools is None else {"tools": tools})
     with pytest.raises(openai.BadRequestError) as e:
-        client.chat.completions.create(model="q", messages=[{"role": "user", "content": "hi"}], tools=tools, **kw)
+        client.chat.completions.create(model="q", messages=[{"role": "user", "content": "hi"}], **kw)
     assert e.value.param == param and says in e.value.body["message"]
+
+
+pytest.importorskip("llguidance", reason="forced tool calls need the [structured] extra (llguidance)")
+
+FORCED = [{"type": "function", "function": {"name": "book", "parameters": {
+    "type": "object", "required": ["city", "nights"], "additionalProperties": False,
+    "properties": {"city": {"enum": ["Paris", "Oslo"]}, "nights": {"type": "integer", "minimum": 1, "maximum": 3}}}}},
+    {"type": "function", "function": {"name": "cancel", "parameters": {
+        "type": "object", "required": ["id"], "additionalProperties": False,
+        "properties": {"id": {"type": "integer", "minimum": 0, "maximum": 9}}}}}]
+
+
+@pytest.mark.parametrize("choice", ["required", {"type": "function", "function": {"name": "cancel"}}])
+def test_forced_tool_calls_are_valid_calls(qwen3_server, choice):
+    """The scripted model wants to say REPLY (reasoning first); the grammar allows only calls, so the
+    reply is calls of the tools (the named one), their arguments valid against its schema."""
+    client = qwen3_server[0]
+    r = client.chat.completions.create(model="q", messages=[{"role": "user", "content": "hi"}], tools=FORCED,
+                                       tool_choice=choice, max_tokens=300)
+    c = r.choices[0]
+    assert c.finish_reason == "tool_calls" and c.message.content is None and c.message.tool_calls
+    for call in c.message.tool_calls:
+        args = json.loads(call.function.arguments)
+        if call.function.name == "book":
+            assert set(args) == {"city", "nights"} and args["city"] in ("Paris", "Oslo") and 1 <= args["nights"] <= 3
+        else:
+            assert call.function.name == "cancel" and set(args) == {"id"} and 0 <= args["id"] <= 9
+    if isinstance(choice, dict):
+        assert [t.function.name for t in c.message.tool_calls] == ["cancel"]
