@@ -626,6 +626,16 @@ def _image_url(part, at):
         raise ApiError(f"'{where}': the data: URL's base64 is malformed", where) from None
 
 
+def several_prompts(v):
+    """An array of several prompts (strings, or arrays of token ids), as lm-evaluation-harness batches
+    them: each is answered as its own request would be, one choice each (index: its place). -> the
+    list, or None for one prompt."""
+    if isinstance(v, list) and len(v) > 1 and all(isinstance(p, (str, list)) for p in v) \
+            and not all(_is_int(i) for i in v):
+        return v
+    return None
+
+
 def _prompt(v, vocab_size):
     """A completion prompt: text, or token ids; an array holding one of either is that one."""
     if isinstance(v, list) and len(v) == 1 and isinstance(v[0], (str, list)):
@@ -640,8 +650,6 @@ def _prompt(v, vocab_size):
             raise ApiError(f"'prompt' holds token id {_found(bad[0])}, outside the vocabulary [0, {vocab_size})",
                            "prompt")
         return list(v)
-    if isinstance(v, list) and len(v) > 1 and all(isinstance(p, (str, list)) for p in v):
-        raise _unsupported("prompt", "several prompts in one request (send one request each)")
     raise ApiError(f"'prompt' must be a string, an array of token ids, or an array holding one of "
                    f"either, found {_found(v) if v != [] else 'an empty array'}", "prompt")
 

@@ -29,7 +29,7 @@ from .generation import context_limit
 from .generation_config import eos_token_ids, read_generation_config
 from .hub import add_revision_option, resolve_model
 from .model import add_weights_option, load_model
-from .openai_api import ApiError, chunk, new_id, now, parse, response
+from .openai_api import ApiError, chunk, new_id, now, parse, response, several_prompts
 from .tokenizer import Tokenizer
 from .replies import THINK, ReplySplitter, join, reasoning_open, tool_format
 
@@ -76,13 +76,37 @@ class Service:
     # -- requests
 
     async def completions(self, request):
-        return await self._answer(request, chat=False)
+        body = await _json_body(request)
+        prompts = several_prompts(body.get("prompt"))
+        if prompts is None:
+            return await self._answer(request, chat=False, body=body)
+        if body.get("stream"):
+            raise ApiError("'prompt': several prompts are answered only when not streamed", "prompt",
+                           code="unsupported_parameter")
+        if len(prompts) > MAX_QUEUE:
+            raise ApiError(f"'prompt': at most {MAX_QUEUE} prompts in one request, found {len(prompts)}", "prompt")
+
+        async def one(k, p):
+            try:
+                return json.loads((await self._answer(request, False, dict(body, prompt=p))).body)
+            except ApiError as e:   # named by its place in the array
+                if e.param == "prompt":
+                    e.param = f"prompt[{k}]"
+                    e.message = e.message.replace("'prompt'", f"'prompt[{k}]'")
+                raise
+        answers = await asyncio.gather(*[one(k, p) for k, p in enumerate(prompts)])
+        whole = dict(answers[0], choices=[dict(a["choices"][0], index=k) for k, a in enumerate(answers)])
+        whole["usage"] = {key: sum(a["usage"][key] for a in answers)
+                          for key in ("prompt_tokens", "completion_tokens", "total_tokens")}
+        whole["usage"]["prompt_tokens_details"] = {"cached_tokens": sum(
+            a["usage"].get("prompt_tokens_details", {}).get("cached_tokens", 0) for a in answers)}
+        return _json(whole)
 
     async def chat_completions(self, request):
         return await self._answer(request, chat=True)
 
-    async def _answer(self, request, chat):
-        g = parse(await _json_body(request), chat, self.ctx)
+    async def _answer(self, request, chat, body=None):
+        g = parse(body if body is not None else await _json_body(request), chat, self.ctx)
         from starlette.concurrency import run_in_threadpool
         ids, images = await run_in_threadpool(self._encode_with_images, g)
         if len(ids) > self.limit or (len(ids) == self.limit and g.max_tokens != 0):
@@ -292,6 +316,53 @@ class Service:
     async def health(self, request):
         return _json({"status": "ok"})
 
+    # -- the tokenizer, as vLLM serves it (lm-evaluation-harness's remote tokenizer reads these three)
+
+    async def tokenizer_info(self, request):
+        info = {k: v for k, v in self.tok.special_tokens.items()}
+        return _json(dict(info, tokenizer_class=self.tok.config.get("tokenizer_class"),
+                          chat_template=self.tok.chat_template if isinstance(self.tok.chat_template, str) else None,
+                          model_max_length=self.limit, vocab_size=self.cfg.vocab_size))
+
+    async def tokenize(self, request):
+        """{"prompt": text} or {"messages": [...], "add_generation_prompt"?}; "add_special_tokens" accepted
+        (Qwen's tokenizers add none) -> {"count", "max_model_len", "tokens"}."""
+        body = await _json_body(request)
+        known = {"model", "prompt", "messages", "add_special_tokens", "add_generation_prompt"}
+        for k in body:
+            if k not in known:
+                raise ApiError(f"unknown field '{k}'", k, code="unknown_parameter")
+        if body.get("model") is not None:
+            parse({"model": body["model"], "prompt": "x"}, False, self.ctx)
+        if ("prompt" in body) == ("messages" in body):
+            raise ApiError("give 'prompt' (text) or 'messages', one of them", "prompt")
+        if "prompt" in body:
+            if not isinstance(body["prompt"], str):
+                raise ApiError(f"'prompt' must be a string", "prompt")
+            ids = self.tok.encode(body["prompt"])
+        else:
+            g = parse({"messages": body["messages"]}, True, self.ctx)
+            try:
+                ids = self.tok.encode_chat(g.messages, add_generation_prompt=body.get("add_generation_prompt", True)
+                                           is not False)
+            except NpqwenError as e:
+                raise ApiError(str(e), "messages") from None
+        return _json({"count": len(ids), "max_model_len": self.limit, "tokens": ids})
+
+    async def detokenize(self, request):
+        body = await _json_body(request)
+        for k in body:
+            if k not in ("model", "tokens"):
+                raise ApiError(f"unknown field '{k}'", k, code="unknown_parameter")
+        ids = body.get("tokens")
+        if not isinstance(ids, list) or not all(isinstance(i, int) and not isinstance(i, bool) for i in ids):
+            raise ApiError("'tokens' must be an array of token ids", "tokens")
+        bad = [i for i in ids if not 0 <= i < self.cfg.vocab_size]
+        if bad:
+            raise ApiError(f"'tokens' holds token id {bad[0]}, outside the vocabulary [0, {self.cfg.vocab_size})",
+                           "tokens")
+        return _json({"prompt": self.tok.decode(ids)})
+
 
 def deltas_of(deltas, calls):
     """replies.ReplySplitter's deltas -> OpenAI's chat deltas. A tool call streams as OpenAI streams
@@ -397,7 +468,9 @@ def create_app(service: Service):
     routes = [Route("/health", service.health), Route("/v1/models", service.models),
               Route("/v1/models/{name:path}", service.model_info),
               Route("/v1/completions", service.completions, methods=["POST"]),
-              Route("/v1/chat/completions", service.chat_completions, methods=["POST"])]
+              Route("/v1/chat/completions", service.chat_completions, methods=["POST"]),
+              Route("/tokenizer_info", service.tokenizer_info), Route("/tokenize", service.tokenize, methods=["POST"]),
+              Route("/detokenize", service.detokenize, methods=["POST"])]
     return Starlette(routes=routes, exception_handlers={ApiError: api_error, HTTPException: http_error,
                                                         Exception: server_error})
 

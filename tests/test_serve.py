@@ -368,7 +368,7 @@ def test_bad_requests_get_400_naming_the_field(client):
     long = " ".join(["word"] * 600)
     assert "context" in bad(client, "prompt", chat=False, prompt=long)
     assert "context" in bad(client, "messages", messages=[{"role": "user", "content": long}])
-    assert bad(client, "prompt", chat=False, prompt=["a", "b"])
+    assert bad(client, "prompt[1]", chat=False, prompt=["a", ""])       # several prompts: each named by its place
     assert bad(client, "prompt", chat=False, prompt=[1, 10**9])
     assert bad(client, "model", status=404, model="gpt-4o")
 
