@@ -108,6 +108,14 @@ def erf(x):  # [...] -> [...] float32, |error| < 2e-7 (Abramowitz & Stegun 7.1.2
     return np.copysign(a, x, out=a)
 
 
+def by_rows(part, x):
+    """part(index) on all of x: a large array a share of its rows (second-to-last axis) per core."""
+    if x.ndim >= 2 and x.size >= 1 << 16:
+        parallel(lambda r: part((..., r, slice(None))), split(x.shape[-2]))
+    else:
+        part(...)
+
+
 def gelu(x):  # [...] -> [...]
     """GELU, exact: x * Phi(x) = x / 2 * (1 + erf(x / sqrt 2)) (torch's nn.GELU(): the patch mergers).
     A large array goes a share of its rows per core."""
@@ -119,10 +127,7 @@ def gelu(x):  # [...] -> [...]
         e *= x[i]
         np.multiply(e, np.float32(0.5), out=out[i])
 
-    if x.ndim >= 2 and x.size >= 1 << 16:
-        parallel(lambda r: part((..., r, slice(None))), split(x.shape[-2]))
-    else:
-        part(...)
+    by_rows(part, x)
     return out
 
 
@@ -143,10 +148,7 @@ def gelu_tanh(x, out=None):  # [...] -> [...]
         t *= xi
         np.multiply(t, np.float32(0.5), out=out[i])
 
-    if x.ndim >= 2 and x.size >= 1 << 16:
-        parallel(lambda r: part((..., r, slice(None))), split(x.shape[-2]))
-    else:
-        part(...)
+    by_rows(part, x)
     return out
 
 
