@@ -27,21 +27,30 @@ def random_ids(rng, n):   # (from 8: Qwen3.8-Flash-Next's eos, 5, would reset it
     return rng.integers(8, 256, n).tolist()
 
 
+def start(model, **options):
+    """An Engine for `ask`: its `stepped` event, cleared as a request finishes and set after every
+    step, tells when the step that finished the request is over (and its cache contents stored)."""
+    stepped = threading.Event()
+    engine = Engine(model, tokenizer(), [], after_step=stepped.set, **options)
+    engine.stepped = stepped
+    return engine
+
+
 def ask(engine, ids, n):
-    """One greedy request of n tokens (no eos) -> (its ids, their logprobs, its usage)."""
-    got, done = [], threading.Event()
+    """One greedy request of n tokens (no eos) -> (its ids, their logprobs, its usage), once the
+    engine's step that finished it is over."""
+    events, done = [], threading.Event()
 
     def on_event(e):
-        assert e.error is None, e.error
-        if e.token is not None:
-            got.append(e.token)
-        if e.finish_reason:
-            got.append(e.usage)
+        events.append(e)
+        if e.finish_reason or e.error:
+            engine.stepped.clear()   # (in the engine thread, before this step's after_step)
             done.set()
     engine.submit(Request(ids, n, SamplingSettings(), on_event, logprobs=1))
-    assert done.wait(60)
-    usage = got.pop()
-    return [t.id for t in got], [t.logprob for t in got], usage
+    assert done.wait(60) and engine.stepped.wait(60)
+    assert events[-1].error is None, events[-1].error
+    tokens = [e.token for e in events if e.token is not None]
+    return [t.id for t in tokens], [t.logprob for t in tokens], events[-1].usage
 
 
 def check_alone(model, ids, n, got):
@@ -61,7 +70,7 @@ def test_each_turn_of_a_chat_prefills_only_its_new_tokens(case):
     of the finished sequence when it comes back as generated; the answers are those of the request
     alone and of an engine without the prompt cache."""
     model, rng = golden_model(case), np.random.default_rng(1)
-    engine, uncached = Engine(model, tokenizer(), []), Engine(model, tokenizer(), [], prompt_cache_bytes=0)
+    engine, uncached = start(model), start(model, prompt_cache_bytes=0)
     prompt, expected, n = random_ids(rng, 40), 0, 6
     try:
         for turn in range(5):
@@ -88,7 +97,7 @@ def test_a_long_prompts_snapshots_serve_prompts_that_share_its_first_part(case, 
     long = random_ids(rng, 300)
     shares = long[:200] + random_ids(rng, 50)
     differs = long[:100] + [8 + (long[100] - 7) % 248] + long[101:] + random_ids(rng, 10)
-    engine = Engine(model, tokenizer(), [])
+    engine = start(model)
     try:
         for ids, cached in ((long, 0), (shares, 192), (differs, 64)):
             got = ask(engine, ids, 4)
