@@ -8,8 +8,9 @@ Writes two small local tasks (no download: a JSON-lines file of proverbs and the
 one scored by log-likelihood (multiple choice: each choice's log-probability, and whether it is the
 greedy continuation) and one by generation (greedy until "。" or a newline). It runs lm-eval's `hf`
 backend (transformers, float32) and its `local-completions` backend against `python -m npqwen.serve`
-(several prompts per request, the remote tokenizer endpoints), then compares every sample: the
-log-likelihoods to 1e-4 relative, is_greedy and the generated texts exactly. Not a test of the suite
+(several prompts per request, the remote tokenizer endpoints), and the generation task again through
+the chat template (`local-chat-completions` against `hf`, both with --apply_chat_template), then
+compares every sample: the log-likelihoods to 1e-4 relative, is_greedy and the generated texts exactly. Not a test of the suite
 (it needs torch); the README quotes its output.
 """
 
@@ -66,11 +67,11 @@ def tasks(folder):
             f.write(TASK.format(name=name, data=data) + rest)
 
 
-def lm_eval(folder, out, model, model_args, batch):
+def lm_eval(folder, out, model, model_args, batch, tasks="npqwen_proverbs,npqwen_proverbs_gen", chat=False):
     env = dict(os.environ, HF_DATASETS_OFFLINE="1", HF_HUB_OFFLINE="1")
     cmd = [sys.executable, "-m", "lm_eval", "--model", model, "--model_args", model_args, "--batch_size", str(batch),
-           "--tasks", "npqwen_proverbs,npqwen_proverbs_gen", "--include_path", folder, "--log_samples",
-           "--output_path", out]
+           "--tasks", tasks, "--include_path", folder, "--log_samples", "--output_path", out] + \
+        (["--apply_chat_template"] if chat else [])
     r = subprocess.run(cmd, env=env, capture_output=True, text=True)
     if r.returncode:
         raise SystemExit(f"{model} failed:\n{r.stderr[-3000:]}")
@@ -109,8 +110,16 @@ def main():
         print("\n".join(lm_eval(folder, f"{folder}/np", "local-completions",
                                 f"base_url=http://127.0.0.1:{port}/v1/completions,model={model},"
                                 f"max_length={args.max_length},num_concurrent=1,max_retries=1", 4)))
+        print("npqwen (lm-eval local-chat-completions, the chat template applied):")
+        print("\n".join(lm_eval(folder, f"{folder}/np_chat", "local-chat-completions",
+                                f"base_url=http://127.0.0.1:{port}/v1/chat/completions,model={model},"
+                                f"max_length={args.max_length},num_concurrent=1,max_retries=1", 1,
+                                "npqwen_proverbs_gen", chat=True)))
     finally:
         server.terminate()
+    print("transformers (lm-eval hf, the chat template applied):")
+    print("\n".join(lm_eval(folder, f"{folder}/hf_chat", "hf", f"pretrained={model},dtype=float32", 1,
+                            "npqwen_proverbs_gen", chat=True)))
     worst, n = 0.0, 0
     for a, b in zip(samples(f"{folder}/hf", "npqwen_proverbs"), samples(f"{folder}/np", "npqwen_proverbs"), strict=True):
         for x, y in zip(a["resps"], b["resps"], strict=True):
@@ -119,9 +128,12 @@ def main():
             n += 1
     same = all(a["resps"] == b["resps"] for a, b in zip(samples(f"{folder}/hf", "npqwen_proverbs_gen"),
                                                         samples(f"{folder}/np", "npqwen_proverbs_gen"), strict=True))
+    chat_same = all(a["resps"] == b["resps"] for a, b in zip(samples(f"{folder}/hf_chat", "npqwen_proverbs_gen"),
+                                                             samples(f"{folder}/np_chat", "npqwen_proverbs_gen"),
+                                                             strict=True))
     print(f"{n} log-likelihoods: worst relative difference {worst:.2e} (is_greedy equal); "
-          f"generations equal: {same}")
-    if worst > 1e-4 or not same:
+          f"generations equal: {same}; chat generations equal: {chat_same}")
+    if worst > 1e-4 or not same or not chat_same:
         raise SystemExit("npqwen's server and transformers disagree")
 
 
