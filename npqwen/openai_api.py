@@ -376,9 +376,6 @@ def _check_tool_choice(g, ctx):
     if isinstance(g.tool_choice, tuple) and g.tool_choice[1] not in names:
         raise ApiError(f"'tool_choice.function.name': no tool is named {g.tool_choice[1]!r} (tools: "
                        f"{', '.join(names)})", "tool_choice.function.name")
-    if ctx.get("tool_format") != "hermes":
-        raise _unsupported("tool_choice", "a forced call ('required' or a named function) in the XML tool-call "
-                                          "form of this chat template (npqwen constrains the Hermes JSON form only)")
     if g.response_format is not None:
         raise ApiError("'tool_choice' forces a tool call and 'response_format' a JSON reply: give one of them",
                        "tool_choice")

@@ -219,7 +219,8 @@ class Service:
         try:
             if kind is None:
                 tools = {t["function"]["name"]: t["function"].get("parameters") for t in g.tools}
-                grammar = tool_call_grammar(self.tok, tools, g.tool_choice[1] if isinstance(g.tool_choice, tuple) else None)
+                grammar = tool_call_grammar(self.tok, tools, g.tool_choice[1] if isinstance(g.tool_choice, tuple)
+                                            else None, self.ctx["tool_format"])
             else:
                 grammar = json_grammar(schema)
             return Constraint(grammar_tokenizer(self.tok, self.cfg.vocab_size, self.engine.eos), grammar)

@@ -74,28 +74,57 @@ def json_grammar(schema=None):
     return grammar
 
 
-def tool_call_grammar(tok, tools, only=None):
+def tool_call_grammar(tok, tools, only=None, fmt="hermes"):
     """tool_choice "required" (one call or more, of any of `tools` {name: parameters schema}) or a named
-    function (`only`: exactly one call of it), in the Hermes JSON form of Qwen2.5 / Qwen3:
-    <tool_call>\n{"name": NAME, "arguments": {...}}\n</tool_call>, the arguments valid against the
-    function's schema, compact. The tags are the tokenizer's own tokens where it has them."""
+    function (`only`: exactly one call of it), in the form the chat template teaches (replies.py):
+      hermes  <tool_call>\\n{"name": NAME, "arguments": {...}}\\n</tool_call>, the arguments valid against
+              the function's schema, compact JSON;
+      xml     <tool_call>\\n<function=NAME>\\n<parameter=P>\\nVALUE\\n</parameter>\\n...</function>\\n</tool_call>,
+              the parameters in the schema's order, the required ones always; a string VALUE is raw text
+              without "<" (its enum, or up to maxLength characters), any other type compact JSON valid
+              against its schema (which the reply's parser reads back by the same schema).
+    The tags are the tokenizer's own tokens where it has them."""
     ll = _llguidance()
 
     def tag(text):
         i = tok.token_id(text)
         return f"<[{i}]>" if i is not None else json.dumps(text)
 
+    lit = json.dumps
+    compact = {"x-guidance": dict(JSON_OPTIONS)}
     names = [only] if only is not None else list(tools)
-    bodies = []
-    for name in names:
-        schema = {"type": "object", "properties": {"name": {"const": name}, "arguments": tools[name] or {"type": "object"}},
-                  "required": ["name", "arguments"], "additionalProperties": False,
-                  "x-guidance": dict(JSON_OPTIONS)}
-        bodies.append("%json " + json.dumps(schema))
-    newline = json.dumps("\n")
-    call = f'{tag("<tool_call>")} {newline} ({" | ".join(bodies)}) {newline} {tag("</tool_call>")}'
+    rules, bodies = [], []
+    for k, name in enumerate(names):
+        params = tools[name] or {"type": "object"}
+        if fmt == "hermes":
+            schema = {"type": "object", "properties": {"name": {"const": name}, "arguments": params},
+                      "required": ["name", "arguments"], "additionalProperties": False, **compact}
+            bodies.append("%json " + json.dumps(schema))
+            continue
+        parts = []
+        required = set(params.get("required") or [])
+        for j, (p, ps) in enumerate((params.get("properties") or {}).items()):
+            ps = ps if isinstance(ps, dict) else {}
+            if ps.get("type") == "string" or (ps.get("enum") and all(isinstance(v, str) for v in ps["enum"])):
+                if ps.get("enum"):
+                    value = "(" + " | ".join(lit(v) for v in ps["enum"]) + ")"
+                else:
+                    lo, hi = int(ps.get("minLength", 0)), ps.get("maxLength")
+                    value = f"/[^<]{{{lo},{int(hi)}}}/" if hi is not None else f"/[^<]{{{lo},}}/"
+            else:
+                value = "%json " + json.dumps(dict(ps, **compact))
+            rules.append(f"p{k}_{j}: {lit('<parameter=' + p + '>' + chr(10))} {value} "
+                         f"{lit(chr(10) + '</parameter>' + chr(10))}")
+            parts.append(f"p{k}_{j}" + ("" if p in required else "?"))
+        bodies.append(f"{lit(chr(10) + '<function=' + name + '>' + chr(10))} {' '.join(parts)} "
+                      f"{lit('</function>' + chr(10))}")
+    newline = lit(chr(10))
+    if fmt == "hermes":
+        call = f'{tag("<tool_call>")} {newline} ({" | ".join(bodies)}) {newline} {tag("</tool_call>")}'
+    else:
+        call = f'{tag("<tool_call>")} ({" | ".join(bodies)}) {tag("</tool_call>")}'
     more = "" if only is not None else f" ({newline} call)*"
-    lark = f"start: call{more}\ncall: {call}\n"
+    lark = "\n".join([f"start: call{more}", f"call: {call}"] + rules) + "\n"
     grammar = ll.LLMatcher.grammar_from_lark(lark)
     err = ll.LLMatcher.validate_grammar(grammar)
     if err:

@@ -161,12 +161,24 @@ CALL = '<tool_call>\n{"name": "get_weather", "arguments": {"city": "Paris", "day
 REPLY = "<think>\nThe user wants the weather.\n</think>\n\n" + CALL
 
 
-@pytest.fixture
-def qwen3_server(tmp_path):
-    """A live server on the genuine Qwen3 tokenizer and template, its model saying REPLY then <|im_end|>."""
+# A chat template teaching the XML tool-call form (as Qwen3.5's and Qwen3-Coder's do), for the format's
+# detection and its forced calls: its rendering is not transformers' golden data (no genuine Qwen3.5
+# template is at hand), only ChatML with the tools listed.
+XML_CHAT = ("{% if tools %}<|im_start|>system\nCall a function as <tool_call>\n<function=NAME>\n<parameter=P>\nVALUE"
+            "\n</parameter>\n</function>\n</tool_call>\n{{ tools | tojson }}<|im_end|>\n{% endif %}"
+            "{% for m in messages %}<|im_start|>{{ m.role }}\n{{ m.content }}<|im_end|>\n{% endfor %}"
+            "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
+
+
+@pytest.fixture(params=["hermes"])
+def qwen3_server(tmp_path, request):
+    """A live server on the genuine Qwen3 tokenizer and template (or XML_CHAT: param "xml"), its model
+    saying REPLY then <|im_end|>."""
     from serve_inprocess import running_server
     for name in ("tokenizer.json", "tokenizer_config.json"):
         shutil.copy(shared_asset("qwen3", name), tmp_path / name)
+    if request.param == "xml":
+        (tmp_path / "chat_template.jinja").write_text(XML_CHAT)
     tok = Tokenizer(str(tmp_path))
     script = tok.encode(REPLY) + [151645]
 
@@ -276,6 +288,7 @@ FORCED = [{"type": "function", "function": {"name": "book", "parameters": {
         "properties": {"id": {"type": "integer", "minimum": 0, "maximum": 9}}}}}]
 
 
+@pytest.mark.parametrize("qwen3_server", ["hermes", "xml"], indirect=True)
 @pytest.mark.parametrize("choice", ["required", {"type": "function", "function": {"name": "cancel"}}])
 def test_forced_tool_calls_are_valid_calls(qwen3_server, choice):
     """The scripted model wants to say REPLY (reasoning first); the grammar allows only calls, so the
@@ -293,3 +306,4 @@ def test_forced_tool_calls_are_valid_calls(qwen3_server, choice):
             assert call.function.name == "cancel" and set(args) == {"id"} and 0 <= args["id"] <= 9
     if isinstance(choice, dict):
         assert [t.function.name for t in c.message.tool_calls] == ["cancel"]
+    assert tool_format(qwen3_server[1].chat_template) in ("hermes", "xml")   # (each parametrization its form)
