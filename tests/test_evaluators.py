@@ -72,3 +72,13 @@ def test_several_prompts_answer_as_each_alone(server):
     assert status == 400 and r["error"]["param"] == "prompt[1]"
     status, r = call(server, "/v1/completions", dict(gen, prompt=texts, stream=True))
     assert status == 400 and r["error"]["param"] == "prompt"
+
+
+def test_several_prompts_through_the_official_client(server):
+    openai = pytest.importorskip("openai")
+    client = openai.OpenAI(base_url=server + "/v1", api_key="unused", max_retries=0, timeout=120)
+    texts = ["学习如逆水行舟", "The river", "不进则"]
+    r = client.completions.create(model="demo", prompt=texts, max_tokens=6, temperature=0)
+    assert [c.index for c in r.choices] == [0, 1, 2]
+    for t, c in zip(texts, r.choices):
+        assert c.text == client.completions.create(model="demo", prompt=t, max_tokens=6, temperature=0).choices[0].text
