@@ -138,7 +138,7 @@ def _print_flash_next(cfg):
           f"vocab {cfg.vocab_size}")
     print(f"parameters (the text model): {b(s['total'])} = routed experts {b(s['experts'])} + n-gram tables "
           f"{b(s['ngram_tables'])} + the rest of the layers {b(s['rest'])} + embedding {b(s['embedding'])} + "
-          f"LM head {b(s['lm_head'])} (a vision tower and an MTP layer, which npqwen does not read, are not counted)")
+          f"LM head {b(s['lm_head'])} (the vision tower, read for images, and the MTP layer, not read, are not counted)")
     print(f"active per token: {b(s['active'])} in the layers ({cfg.num_experts_per_tok} of {cfg.num_experts} experts), "
           f"plus the LM head, one embedding row and {len(cfg.ple_layer_ids) * cfg.ngram_heads} n-gram rows")
     print(f"weights: {_gb(2 * s['total'])} in bf16 (memory-mapped; the n-gram tables are never upcast)")
