@@ -144,7 +144,7 @@ def compare(model, dump, tol=1e-4) -> Comparison:
     mask = np.asarray(dump["attention_mask"], np.int64) if "attention_mask" in dump else None
     valid = np.ones(ids.shape, bool) if mask is None else mask == 1
     L = model.config.num_hidden_layers
-    hidden = model.forward(ids, mask, lm_head=False).hidden_states
+    hidden = model.forward(ids, mask, lm_head=False, output_hidden_states=True).hidden_states
     rows = []
     for i in range(L + 1):
         if f"hidden_states.{i}" in dump:

@@ -87,18 +87,19 @@ class FlashNextModel(Model):
             x = images.embed(x)                                                # (vision/multimodal.py)
         _check_finite(x, "the embedding")
         S = streams_from_embeddings(x, cfg.hc_count)                            # [b, t, hc * d]
-        hidden = [S]
+        hidden = [S] if output_hidden_states else []   # (every layer's only when asked for: model.py)
         progress = Progress("prefill: layer", len(self.layers), enabled=b * t >= 512)
         for i, layer in enumerate(self.layers):
             S = decoder_layer(S, layer, cfg, ctx, cache, i)
             _check_finite(S, f"decoder layer {i}")
-            hidden.append(S)
+            if output_hidden_states:
+                hidden.append(S)
             progress.update(i + 1)
         progress.close()
         if cache is not None:
             cache.advance(t)
         if not lm_head:   # the caller applies lm_head_logits (final mixer and LM head) a block at a time
-            return ModelOutput(logits=None, hidden_states=tuple(hidden))
+            return ModelOutput(logits=None, hidden_states=tuple(hidden) if output_hidden_states else (S,))
         logits = self.lm_head_logits(S[:, -logits_to_keep:] if logits_to_keep else S)
         _check_finite(logits, "the final mixer and LM head")
         return ModelOutput(logits=logits, hidden_states=tuple(hidden) if output_hidden_states else None)
