@@ -21,6 +21,9 @@ tests/test_stored.py holds every product to it, and tests/test_generation.py hol
 logits to 1e-5 of their largest magnitude, with identical greedy tokens, on golden checkpoints.
 """
 
+import time
+
+import ml_dtypes
 import numpy as np
 
 from .threads import parallel, scratch, split
@@ -77,14 +80,48 @@ class StoredMatrix:
 
 
 def upcast(pieces, buf):  # stored rows, in order -> float32 buf [rows, in]
-    if len(pieces) == 1:
-        np.copyto(buf, pieces[0], casting="unsafe")
-        return buf
     r = 0
     for p in pieces:
-        np.copyto(buf[r:r + len(p)], p, casting="unsafe")
+        _UPCAST[0](p, buf[r:r + len(p)]) if p.dtype == BF16 and p.strides[-1] == 2 else \
+            np.copyto(buf[r:r + len(p)], p, casting="unsafe")
         r += len(p)
     return buf
+
+
+# bf16 -> float32 is exact by construction: bf16 is the upper 16 bits of a float32, so the float32 is its
+# bits shifted up (NaN and infinities included). Two ways to write it, whose speed depends on the CPU:
+# measured 3x apart, in opposite orders, on two AMD EPYC generations (ml_dtypes' copyto 8.4-8.9 G values/s
+# against the shift's 5.8 on one; 2.8-3.1 against 14.1-14.3 on the next). So the machine decides, once,
+# at the first product: each way upcasts a block a few times, and the faster is kept (UPCAST says which).
+BF16 = np.dtype(ml_dtypes.bfloat16)
+
+
+def _copyto(src, dst):
+    np.copyto(dst, src, casting="unsafe")
+
+
+def _shift(src, dst):
+    np.left_shift(src.view(np.uint16), 16, out=dst.view(np.uint32), casting="unsafe", dtype=np.uint32)
+
+
+def _choose(src, dst):
+    """The first bf16 block: time both ways on it and keep the faster."""
+    rates = {}
+    for name, fn in (("copyto", _copyto), ("shift", _shift)):
+        best = float("inf")
+        for _ in range(5):
+            t0 = time.perf_counter()
+            fn(src, dst)
+            best = min(best, time.perf_counter() - t0)
+        rates[name] = src.size / max(best, 1e-9)
+    name = max(rates, key=rates.get)
+    UPCAST.update(choice=name, rates=rates)
+    _UPCAST[0] = {"copyto": _copyto, "shift": _shift}[name]
+    _UPCAST[0](src, dst)
+
+
+UPCAST = {"choice": None, "rates": {}}   # which bf16 upcast this machine runs, and each one's values per second
+_UPCAST = [_choose]
 
 
 def _rows(nbytes, cols):

@@ -11,6 +11,7 @@ Stability of Numerical Algorithms, 3.1). A block of wrong rows is off by far mor
 import ml_dtypes
 import numpy as np
 import pytest
+from hypothesis import given, strategies as st
 
 from npqwen import stored
 from npqwen.stored import StoredMatrix
@@ -66,3 +67,24 @@ def test_a_wrong_product_is_caught():
     assert not within_rounding(m.matmul_t(x), x, w[:256].astype(np.float32))
     one_ulp_off = StoredMatrix([w]).matmul_t(x) * np.float32(1 + 2 ** -10)   # a bf16-sized error in every output
     assert not within_rounding(one_ulp_off, x, w.astype(np.float32))
+
+
+@given(st.integers(0, 2 ** 32 - 1))
+def test_both_bf16_upcasts_are_exact(seed):
+    """The shift of the bits and ml_dtypes' conversion give the same float32 for every bf16 value,
+    NaN and infinities included (the machine picks whichever is faster: stored.UPCAST)."""
+    import ml_dtypes
+    from npqwen import stored
+    bits = np.random.default_rng(seed).integers(0, 1 << 16, (64, 40), dtype=np.uint16)
+    bits[0, :4] = [0x7F80, 0xFF80, 0x7FC1, 0x0001]            # +inf, -inf, a NaN, the smallest subnormal
+    src = bits.view(ml_dtypes.bfloat16)
+    want = src.astype(np.float32)
+    for fn in (stored._shift, stored._copyto):
+        out = np.empty((64, 40), np.float32)
+        fn(src, out)
+        np.testing.assert_array_equal(out, want)                 # (NaN equal to NaN)
+        assert np.array_equal(out.view(np.uint32)[~np.isnan(want)], want.view(np.uint32)[~np.isnan(want)])
+    buf = np.empty((64, 40), np.float32)
+    stored.upcast([src[:10], src[10:]], buf)
+    np.testing.assert_array_equal(buf, want)
+    assert stored.UPCAST["choice"] in ("shift", "copyto")
