@@ -103,11 +103,6 @@ class ImageProcessor:
         x = np.broadcast_to(x[:, :, :, :, :, None], x.shape[:5] + (T, P, P))          # T identical frames
         return np.ascontiguousarray(x).reshape(gh * gw, C * T * P * P), (1, gh, gw)
 
-    def tokens(self, grid) -> int:
-        """How many <|image_pad|> tokens an image of this grid becomes."""
-        t, h, w = (int(v) for v in grid)
-        return t * h * w // self.merge_size ** 2
-
 
 def smart_resize(height, width, factor, min_pixels, max_pixels, name="image"):
     """The size an image is resized to: both sides multiples of `factor`, about height x width pixels
