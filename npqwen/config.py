@@ -113,6 +113,7 @@ class ModelConfig:
     vision_start_token_id: int | None = None
     vision_end_token_id: int | None = None
     vision: object = None              # vision.config.VisionConfig of a composite checkpoint's tower, or None
+    quant: object = None               # quant.QuantConfig of a quantized checkpoint (FP8, GPTQ, AWQ), or None
 
     @property
     def ngram_heads(self) -> int:
@@ -150,7 +151,7 @@ class ModelConfig:
 
     @classmethod
     def from_dict(cls, d: dict, source: str = "config.json") -> "ModelConfig":
-        return _parse(d, source)
+        return _with_quant(_parse(d, source), d, source)
 
     @classmethod
     def from_file(cls, path: str) -> "ModelConfig":
@@ -170,7 +171,7 @@ class ModelConfig:
             raise ConfigError(f"{path}: not valid JSON ({e.msg} at line {e.lineno} column {e.colno})") from None
         except (ValueError, RecursionError) as e:  # e.g. an integer of thousands of digits
             raise ConfigError(f"{path}: not usable JSON ({str(e)[:120]})") from None
-        return _parse(d, path)
+        return _with_quant(_parse(d, path), d, path)
 
 
 Qwen2Config = ModelConfig  # the name it had when npqwen read Qwen2 only
@@ -178,6 +179,16 @@ Qwen2Config = ModelConfig  # the name it had when npqwen read Qwen2 only
 
 # ---------------------------------------------------------------------------------------------
 # parsing and validation
+
+
+def _with_quant(cfg, d, src):
+    """quantization_config: at the top level, or (some composite configs) in text_config (quant.py)."""
+    from .quant import parse_quant
+    q = d.get("quantization_config")
+    if q is None and isinstance(d.get("text_config"), dict):
+        q = d["text_config"].get("quantization_config")
+    cfg.quant = parse_quant(q, src)
+    return cfg
 
 
 def _parse(d, src) -> ModelConfig:

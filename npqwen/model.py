@@ -16,7 +16,8 @@ import numpy as np
 
 from .attention import Attention, Context, load_attention
 from .config import ModelConfig
-from .errors import NpqwenError
+from . import quant
+from .errors import CheckpointError, NpqwenError
 from .mlp import DenseMLP, SparseMoE, load_dense_mlp, load_sparse_moe
 from .progress import Progress
 from .primitives import linear, mrope_cos_sin, rms_norm, rope_cos_sin, rope_inv_freq
@@ -220,7 +221,7 @@ def load_model(path: str, weights: str = "auto") -> Model:
     if not os.path.isdir(path):
         raise NpqwenError(f"{path}: not a folder (expected a checkpoint folder with config.json and safetensors)")
     cfg = ModelConfig.from_file(path)
-    tensors = open_checkpoint(path)
+    tensors = quant.wrap(open_checkpoint(path), cfg.quant, path)
     if cfg.vision is not None:   # a vision-language checkpoint: where its two parts are (vision/tower.py)
         from .vision.tower import check_vision_prefix, vision_prefix
         cfg.vision.prefix = vision_prefix(tensors, cfg.vision)
@@ -259,6 +260,9 @@ def embeddings(up: Upcast, cfg):
     """-> (embed_tokens, lm_head). The embedding's rows are looked up, so in bf16 mode it stays as
     stored; the LM head is multiplied, like any weight (tied: the same tensor)."""
     embed = up.tensors[cfg.weight_prefix + "embed_tokens.weight"]   # [vocab, d]
+    if isinstance(embed, quant.Quantized):
+        raise CheckpointError(f"{cfg.weight_prefix}embed_tokens is quantized ({embed.method}): npqwen reads quantized "
+                              f"Linear layers, not a quantized embedding")
     lm_head = up.arrays([embed if cfg.tie_word_embeddings else up.tensors["lm_head.weight"]])
     if up.mode == "float32":
         embed = lm_head if cfg.tie_word_embeddings else up.arrays([embed])

@@ -26,6 +26,7 @@ import time
 import ml_dtypes
 import numpy as np
 
+from .quant import Quantized
 from .threads import parallel, scratch, split
 
 BLOCK_BYTES = 2 << 20    # float32 bytes of rows per block (measured best of 0.5 to 8 MB here)
@@ -55,7 +56,9 @@ class StoredMatrix:
             # the GIL, and a thread that had to wait takes tens of microseconds to wake.)
             buf = scratch("block", (step, self.shape[1]))
             for r0, r1, pieces in blocks[share]:
-                if len(pieces) == 1 and pieces[0].dtype == np.float32:
+                if isinstance(pieces[0], Quantized):
+                    w = pieces[0].rows(buf)        # dequantized (quant.py; a block never spans two of them)
+                elif len(pieces) == 1 and pieces[0].dtype == np.float32:
                     w = pieces[0]                  # float32 as stored: no copy
                 else:
                     w = upcast(pieces, buf[:r1 - r0])
@@ -66,8 +69,12 @@ class StoredMatrix:
 
     def blocks(self, step):  # -> [(r0, r1, the stored rows r0:r1 as pieces of parts)], kept per step
         if step not in self._tables:
-            self._tables[step] = [(r0, min(r0 + step, self.shape[0]), self.pieces(r0, min(r0 + step, self.shape[0])))
-                                  for r0 in range(0, self.shape[0], step)]
+            if any(isinstance(p, Quantized) for p in self.parts):   # blocks cut at each part's end too
+                bounds = [(a, b) for s0, s1 in zip(map(int, self.starts), map(int, self.starts[1:]))
+                          for a, b in zip(range(s0, s1, step), [*range(s0 + step, s1, step), s1])]
+            else:
+                bounds = [(r0, min(r0 + step, self.shape[0])) for r0 in range(0, self.shape[0], step)]
+            self._tables[step] = [(r0, r1, self.pieces(r0, r1)) for r0, r1 in bounds]
         return self._tables[step]
 
     def pieces(self, r0, r1):  # rows r0:r1 of the stacked matrix -> the slices of parts that hold them

@@ -18,7 +18,7 @@ import ml_dtypes
 import numpy as np
 
 from .errors import CheckpointError
-from . import stored
+from . import quant, stored
 from .threads import parallel, split
 
 MAX_HEADER_BYTES = 100_000_000  # the safetensors library's own limit
@@ -338,8 +338,8 @@ def check_tensors(tensors: dict, cfg, folder: str) -> None:
         elif tuple(tensors[name].shape) != shape and not (cfg.experts_in_out and name.endswith("_proj") and len(shape) == 3
                                                           and tuple(tensors[name].shape) == (shape[0], shape[2], shape[1])):
             problems.append(f"{name}: expected shape {list(shape)}, found {list(tensors[name].shape)}")
-        elif _stored_name(tensors[name].dtype) not in FLOAT_DTYPES:
-            problems.append(f"{name}: dtype {_stored_name(tensors[name].dtype)} is not one of "
+        elif not isinstance(tensors[name], quant.Quantized) and stored_name(tensors[name].dtype) not in FLOAT_DTYPES:
+            problems.append(f"{name}: dtype {stored_name(tensors[name].dtype)} is not one of "
                             f"{', '.join(FLOAT_DTYPES)}")
     for name in tensors:
         # A tied checkpoint may still carry lm_head.weight; transformers ignores it and so do we.
@@ -359,18 +359,20 @@ def has_fused_experts(tensors, prefix="model.") -> bool:
     return any(name.startswith(prefix) and name.endswith(".mlp.experts.gate_up_proj") for name in tensors)
 
 
-def _stored_name(dtype) -> str:
+def stored_name(dtype) -> str:
     return next((k for k, v in DTYPES.items() if v == dtype), str(dtype))
 
 
 class Upcast:
-    """Stored (bf16/f16/f32) tensors -> what the forward pass multiplies by. `up(name, ...)` gives
+    """Stored (bf16/f16/f32, or quantized: quant.py) tensors -> what the forward pass multiplies by. `up(name, ...)` gives
     one tensor, or several stacked along their first axis (q | k | v: the output axis), in the
     file's layout: a matrix is [out, in], and the forward computes x @ W.T.
 
     mode "float32": everything is upcast once, at load, into float32 arrays.
     mode "bf16": matrices stay as stored, memory-mapped (stored.StoredMatrix: nothing is copied,
-    each product upcasts a block at a time); vectors (norms, biases) and small tensors are upcast."""
+    each product upcasts a block at a time); vectors (norms, biases) and small tensors are upcast.
+    A quantized matrix stays quantized in that mode, whatever its size, and is dequantized at load in
+    float32 mode."""
 
     def __init__(self, tensors: dict, mode: str = "float32"):
         self.tensors, self.mode = tensors, mode
@@ -381,14 +383,18 @@ class Upcast:
 
     def arrays(self, parts, into=None):
         """The same for stored arrays (slices of a tensor, a reshaped one)."""
-        if self.mode == "bf16" and into is None and parts[0].ndim == 2 and sum(p.size for p in parts) >= stored.SMALL:
+        quantized = any(isinstance(p, quant.Quantized) for p in parts)
+        if self.mode == "bf16" and into is None and parts[0].ndim == 2 and (quantized or sum(p.size for p in parts) >= stored.SMALL):
             return stored.StoredMatrix(parts)
         dst = into if into is not None else np.empty((sum(t.shape[0] for t in parts),) + parts[0].shape[1:], np.float32)
         o = 0
         for t in parts:  # each tensor into its rows of the stacked array, a share of its rows per core
             n = t.shape[0]
-            parallel(lambda s: np.copyto(dst[o:o + n][s], t[s], casting="unsafe"),
-                     split(n) if t.size >= 1 << 20 else [slice(None)])
+            if isinstance(t, quant.Quantized):
+                quant.dequantize_into(t, dst[o:o + n])
+            else:
+                parallel(lambda s: np.copyto(dst[o:o + n][s], t[s], casting="unsafe"),
+                         split(n) if t.size >= 1 << 20 else [slice(None)])
             o += n
         return dst
 

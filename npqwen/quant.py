@@ -1,0 +1,433 @@
+"""Quantized checkpoints as released: block FP8, GPTQ int4 and AWQ int4, read as they are stored.
+
+Each format stores a Linear's weight W [out, in] as small integers (or 8-bit floats) plus the
+numbers that scale them back. npqwen keeps them memory-mapped as stored and, for each product,
+dequantizes a cache-sized block of W into float32 and multiplies it there (stored.py), as its bf16
+mode upcasts: memory carries a quarter or half of bf16's bytes. `--weights float32` instead
+dequantizes every weight once at load. Either way the float32 weights are the formats' own
+formula, computed in float32; nothing is rounded to bf16 or float16 on the way.
+
+FP8 ("quant_method": "fp8", transformers' FineGrainedFP8; Qwen's -FP8 releases)
+    weight          F8_E4M3 [out, in]      q: 1 sign bit, 4 exponent bits (bias 7), 3 mantissa bits
+    weight_scale_inv  float [ceil(out / bh), ceil(in / bw)]     one scale per bh x bw tile (128 x 128)
+    W[r, c] = float(q[r, c]) * float(scale_inv[r // bh, c // bw])
+    A dimension that is not a multiple of the tile uses a last, partial tile (ceil-div), as
+    llama.cpp and transformers' GPU kernels do. (transformers' CPU fallback instead takes the tile
+    to be rows // scale_rows: wrong there, see the README.)
+    Decoding: a byte's low 7 bits shifted up by 20 are the float32 bits of q * 2^-120 (for every
+    normal and subnormal e4m3 value), and its sign goes to bit 31. So one widening shift of the
+    signed byte, one mask clearing the four bits the sign was copied into, and a multiply by
+    scale * 2^120 give float(q) * scale exactly, as one float32 product, the formula's own rounding.
+    (e4m3fn's NaN codes, 0x7f and 0xff, would read as +-480: a released weight holds no NaN.)
+
+GPTQ ("quant_method": "gptq", 4 bits)
+    qweight  int32 [in / 8, out]     8 values per int32 along the INPUT axis, value j at bits 4j
+    qzeros   int32 [groups, out / 8] 8 zero points per int32 along the output axis
+    scales   float [groups, out]     (float16 as released)
+    g_idx    int32 [in]              each input channel's group: i // group_size, or, with
+                                     act-order (desc_act), any assignment
+    W[o, i] = (q[i, o] - z[g_idx[i], o]) * s[g_idx[i], o], where the stored zero is z - 1 in the
+    original format (checkpoint_format "gptq" or absent) and z itself in "gptq_v2".
+    group_size -1: one group over the whole input.
+
+AWQ ("quant_method": "awq", version "gemm", zero_point)
+    qweight  int32 [in, out / 8]     8 values per int32 along the OUTPUT axis, interleaved:
+                                     output 8c + j is the value at bits 4 * AWQ_NIBBLE[j]
+    qzeros   int32 [in / group, out / 8]  packed the same way
+    scales   float [in / group, out]
+    W[o, i] = (q[i, o] - z[i // group, o]) * s[i // group, o]
+
+A `Quantized` weight stands where a stored [out, in] matrix would: it has a shape, rows can be
+sliced from it without reading anything (q | k | v rows of a fused projection), `rows(buf)`
+dequantizes its rows into float32, and np.asarray dequantizes the whole of it. The int4 formats
+dequantize into buf as W^T [in, rows], the layout their packing gives without a transpose, and
+hand back the transposed view (BLAS multiplies either layout).
+"""
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from .errors import CheckpointError, ConfigError
+from .threads import parallel, scratch, split
+
+METHODS = ("fp8", "gptq", "awq")
+FLOATS = ("F32", "F16", "BF16")
+AWQ_NIBBLE = np.array([0, 4, 1, 5, 2, 6, 3, 7])   # output 8c + j is packed at nibble AWQ_NIBBLE[j] (AutoAWQ's reverse order)
+GPTQ_SHIFTS = (4 * np.arange(8, dtype=np.int32))[None, :, None]             # [1, 8, 1]: value j at bits 4j
+AWQ_SHIFTS = (4 * AWQ_NIBBLE.astype(np.int32))[None, None, :]               # [1, 1, 8]
+TWO_120 = np.float32(2.0 ** 120)
+
+
+# ---------------------------------------------------------------------------------------------
+# the config's quantization_config
+
+
+@dataclass
+class QuantConfig:
+    method: str                      # "fp8", "gptq" or "awq"
+    bits: int = 4
+    group_size: int = 128            # gptq / awq; -1: one group (gptq)
+    plus_one: bool = True            # gptq: the stored zero is z - 1 (checkpoint_format "gptq")
+    block: tuple = (128, 128)        # fp8: the tile of one scale
+    not_converted: tuple = ()        # fp8: modules_to_not_convert, as given (informational)
+
+    @property
+    def label(self) -> str:
+        if self.method == "fp8":
+            return f"fp8 e4m3, {self.block[0]}x{self.block[1]} tiles"
+        g = "one group" if self.group_size == -1 else f"group {self.group_size}"
+        return f"{self.method} int4, {g}" + (" (v1 zeros)" if self.method == "gptq" and self.plus_one else "")
+
+
+# What each method's config may say, beyond quant_method: a field that changes the numbers and is
+# not honoured is refused; the others describe how the checkpoint was made.
+_INFORMATIONAL = {
+    "fp8": {"activation_scheme", "dequantize", "modules_to_not_convert", "ignored_layers"},
+    "gptq": {"damp_percent", "true_sequential", "static_groups", "model_name_or_path", "model_file_base_name",
+             "quant_method", "desc_act", "sym", "meta", "damp_auto_increment", "mse", "v2", "v2_alpha",
+             "pack_dtype", "lm_head", "modules_in_block_to_quantize", "tokenizer", "dataset", "module_name_preceding_first_block",
+             "batch_size", "pad_token_id", "use_exllama", "max_input_length", "exllama_config", "cache_block_outputs",
+             "use_cuda_fp16", "disable_exllama", "backend", "use_marlin", "format", "hyb_act", "adapter", "device", "dynamic"},
+    "awq": {"modules_to_not_convert", "quant_method", "backend", "do_fuse", "fuse_max_seq_len", "modules_to_fuse",
+            "exllama_config"},
+}
+
+
+def parse_quant(d, src) -> QuantConfig | None:
+    """config.json's quantization_config (top level, or text_config's) -> QuantConfig, or None."""
+    if d is None:
+        return None
+    if not isinstance(d, dict):
+        raise ConfigError(f"{src}: quantization_config must be an object, found {type(d).__name__}")
+    method = d.get("quant_method")
+    if method not in METHODS:
+        raise ConfigError(f"{src}: quantization_config.quant_method {method!r} is not supported "
+                          f"(npqwen reads {', '.join(METHODS)}: block FP8, GPTQ int4 and AWQ int4 checkpoints)")
+    where = f"{src}: quantization_config"
+    if method == "fp8":
+        if d.get("fmt", "e4m3") != "e4m3":
+            raise ConfigError(f"{where}.fmt {d['fmt']!r} is not supported (npqwen reads e4m3)")
+        if d.get("activation_scheme", "dynamic") != "dynamic":
+            raise ConfigError(f"{where}.activation_scheme {d['activation_scheme']!r} is not supported: npqwen reads "
+                              f"'dynamic' checkpoints, whose activations carry no stored scales")
+        block = d.get("weight_block_size", [128, 128])
+        if not (isinstance(block, list) and len(block) == 2 and all(_pos_int(b) for b in block)):
+            raise ConfigError(f"{where}.weight_block_size must be two positive integers, found {block!r} "
+                              f"(per-tensor FP8 scales are not read)")
+        not_converted = d.get("modules_to_not_convert") or []
+        if not (isinstance(not_converted, list) and all(isinstance(m, str) for m in not_converted)):
+            raise ConfigError(f"{where}.modules_to_not_convert must be a list of names")
+        _known(d, method, where, {"fmt", "weight_block_size", "scale_fmt"})
+        if d.get("scale_fmt") not in (None, "float"):
+            raise ConfigError(f"{where}.scale_fmt {d['scale_fmt']!r} is not supported (npqwen reads float scales)")
+        return QuantConfig("fp8", 8, block=tuple(block), not_converted=tuple(not_converted))
+    bits = d.get("bits", d.get("w_bit"))
+    if bits != 4:
+        raise ConfigError(f"{where}.bits {bits!r} is not supported (npqwen reads 4-bit {method.upper()})")
+    group = d.get("group_size", d.get("q_group_size"))
+    if not (isinstance(group, int) and not isinstance(group, bool) and (group > 0 or (group == -1 and method == "gptq"))):
+        raise ConfigError(f"{where}.group_size must be a positive integer{' or -1' if method == 'gptq' else ''}, "
+                          f"found {group!r}")
+    if method == "gptq":
+        fmt = d.get("checkpoint_format", d.get("format", "gptq"))
+        if fmt not in ("gptq", "gptq_v2"):
+            raise ConfigError(f"{where}.checkpoint_format {fmt!r} is not supported (npqwen reads 'gptq' and 'gptq_v2')")
+        if d.get("pack_dtype", "int32") != "int32":
+            raise ConfigError(f"{where}.pack_dtype {d['pack_dtype']!r} is not supported (npqwen reads int32 packing)")
+        if d.get("dynamic"):
+            raise ConfigError(f"{where}.dynamic (per-module overrides) is not supported")
+        for name in ("desc_act", "sym"):
+            if not isinstance(d.get(name, False), bool):
+                raise ConfigError(f"{where}.{name} must be true or false, found {d[name]!r}")
+        _known(d, method, where, {"bits", "group_size", "checkpoint_format"})
+        return QuantConfig("gptq", 4, group, plus_one=fmt == "gptq")
+    version = d.get("version", "gemm")
+    if not isinstance(version, str) or version.lower() != "gemm":
+        raise ConfigError(f"{where}.version {version!r} is not supported (npqwen reads AWQ 'gemm' packing)")
+    if d.get("zero_point", True) is not True:
+        raise ConfigError(f"{where}.zero_point {d['zero_point']!r} is not supported (npqwen reads AWQ with zero points)")
+    _known(d, method, where, {"bits", "w_bit", "group_size", "q_group_size", "version", "zero_point"})
+    return QuantConfig("awq", 4, group)
+
+
+def _known(d, method, where, read):
+    other = sorted(set(d) - read - _INFORMATIONAL[method] - {"quant_method"})
+    if other:
+        raise ConfigError(f"{where}.{other[0]} is not a field npqwen reads for {method} checkpoints "
+                          f"(it would change the weights in a way npqwen does not honour)")
+
+
+def _pos_int(x) -> bool:
+    return isinstance(x, int) and not isinstance(x, bool) and x > 0
+
+
+# ---------------------------------------------------------------------------------------------
+# the weights
+
+
+class Quantized:
+    """A weight [out, in] as a quantized format stores it; rows [r0, r0 + n) of it."""
+    ndim = 2
+    method = ""
+
+    def __len__(self):
+        return self.shape[0]
+
+    @property
+    def size(self):
+        return self.shape[0] * self.shape[1]
+
+    @property
+    def dtype(self):   # what error messages and info print
+        return self.method
+
+    def __getitem__(self, rows):
+        if not isinstance(rows, slice) or rows.step not in (None, 1):
+            raise TypeError("a quantized weight is sliced by a range of rows only")
+        a, b, _ = rows.indices(self.shape[0])
+        return self._rows(a, max(a, b))
+
+    def __array__(self, dtype=None, copy=None):
+        out = np.empty(self.shape, np.float32)
+        dequantize_into(self, out)
+        return out if dtype is None else out.astype(dtype, copy=False)
+
+
+class FP8(Quantized):
+    method = "fp8"
+
+    def __init__(self, q, scale, block, r0=0):
+        self.q, self.scale, self.block, self.r0 = q, scale, block, r0   # r0: the first row's index in the whole weight
+        self.shape = q.shape
+        self.nbytes = q.nbytes
+
+    def _rows(self, a, b):
+        return FP8(self.q[a:b], self.scale, self.block, self.r0 + a)
+
+    def rows(self, buf):  # -> float32 [n, in] in buf: float(q) * scale
+        n, cols = self.shape
+        w = buf.reshape(-1)[:n * cols].reshape(n, cols)
+        bits = w.view(np.int32)
+        np.left_shift(self.q.view(np.int8), 20, out=bits, dtype=np.int32, casting="unsafe")  # the sign fills bits 31..27,
+        np.bitwise_and(bits, np.int32(~0x78000000), out=bits)                               # 30..27 are cleared again
+        bh, bw = self.block
+        for a, b, tile in _bands(self.r0, n, bh):
+            s = self.scale[tile].astype(np.float32)
+            if np.abs(s).max(initial=0) < 2 ** 7:      # s * 2^120 is exact: one product per weight
+                np.multiply(w[a:b], np.repeat(s * TWO_120, bw)[:cols], out=w[a:b])
+            else:                                       # (it would overflow: two exact steps)
+                np.multiply(w[a:b], TWO_120, out=w[a:b])
+                np.multiply(w[a:b], np.repeat(s, bw)[:cols], out=w[a:b])
+        return w
+
+
+def _bands(r0, n, bh):  # rows [r0, r0 + n) cut where a tile of bh rows ends -> [(a, b, tile)], a and b from 0
+    out, a = [], 0
+    while a < n:
+        tile = (r0 + a) // bh
+        b = min(n, (tile + 1) * bh - r0)
+        out.append((a, b, tile))
+        a = b
+    return out
+
+
+class Int4(Quantized):
+    """GPTQ and AWQ: 4-bit values with a zero point and a scale per group of input channels."""
+
+    def __init__(self, qweight, qzeros, scales, groups, c0, n, cols, plus_one=False):
+        """groups: [in] each input channel's group, or an int: the group size of i // size."""
+        self.qweight, self.qzeros, self.scales, self.groups = qweight, qzeros, scales, groups
+        self.c0, self.plus_one = c0, plus_one     # c0: the first row's (output channel's) index in the whole weight
+        self.shape = (n, cols)
+        self.nbytes = qweight.nbytes * n // max(1, self.out)
+
+    def _rows(self, a, b):
+        return type(self)(self.qweight, self.qzeros, self.scales, self.groups, self.c0 + a, b - a, self.shape[1],
+                          self.plus_one)
+
+    def rows(self, buf):  # -> float32 [n, in]: the transposed view of W^T [in, n], written in buf
+        n, cols = self.shape
+        wt = buf.reshape(-1)[:n * cols].reshape(cols, n)
+        q = self.unpack_values(n, cols)                        # int32 [in, n]
+        np.copyto(wt, q, casting="unsafe")
+        z = self.zeros()                                       # float32 [groups, n]
+        s = self.scales[:, self.c0:self.c0 + n].astype(np.float32)
+        if isinstance(self.groups, int):                       # i // size: groups are runs of rows
+            size = self.groups
+            full = cols // size * size
+            v = wt[:full].reshape(-1, size, n)
+            np.subtract(v, z[:full // size, None], out=v)
+            np.multiply(v, s[:full // size, None], out=v)
+            if full < cols:                                    # (a last, shorter group)
+                np.subtract(wt[full:], z[-1], out=wt[full:])
+                np.multiply(wt[full:], s[-1], out=wt[full:])
+        else:                                                  # act-order: each row its group's
+            np.subtract(wt, z[self.groups], out=wt)
+            np.multiply(wt, s[self.groups], out=wt)
+        return wt.T
+
+    def zeros(self):  # -> float32 [groups, n]
+        z = unpack_columns(self.qzeros, self.c0, self.shape[0], self.shifts_out)
+        return z.astype(np.float32) + (1 if self.plus_one else 0)
+
+
+class GPTQ(Int4):
+    method = "gptq"
+    shifts_out = (4 * np.arange(8, dtype=np.int32))[None, None, :]     # zeros: output 8c + j at bits 4j
+
+    @property
+    def out(self):
+        return self.qweight.shape[1]
+
+    def unpack_values(self, n, cols):  # qweight [in / 8, out] -> int32 [in, n] for rows c0 .. c0 + n
+        qw = self.qweight[:, self.c0:self.c0 + n]
+        tmp = scratch("int4", (cols // 8, 8, n)).view(np.int32)
+        np.right_shift(qw[:, None, :], GPTQ_SHIFTS, out=tmp)      # value j of each int32 to input 8k + j
+        np.bitwise_and(tmp, 15, out=tmp)
+        return tmp.reshape(cols, n)
+
+
+class AWQ(Int4):
+    method = "awq"
+    shifts_out = AWQ_SHIFTS
+
+    @property
+    def out(self):
+        return self.qweight.shape[1] * 8
+
+    def unpack_values(self, n, cols):  # qweight [in, out / 8] -> int32 [in, n]
+        return unpack_columns(self.qweight, self.c0, n, AWQ_SHIFTS)
+
+
+def unpack_columns(packed, c0, n, shifts):
+    """int32 [r, out / 8], 8 values packed along the output axis -> int32 [r, n]: outputs c0 .. c0 + n."""
+    p0, p1 = c0 // 8, -(-(c0 + n) // 8)
+    r = packed.shape[0]
+    tmp = scratch("int4", (r, p1 - p0, 8)).view(np.int32)
+    np.right_shift(packed[:, p0:p1, None], shifts, out=tmp)
+    np.bitwise_and(tmp, 15, out=tmp)
+    return tmp.reshape(r, -1)[:, c0 - 8 * p0:c0 - 8 * p0 + n]
+
+
+def dequantize_into(w: Quantized, out: np.ndarray) -> None:
+    """The whole of w as float32 into out [rows, in] (C-contiguous), a share of the rows per core."""
+    n, cols = w.shape
+    step = max(8, (1 << 20) // max(cols, 1) // 8 * 8)     # about 4 MB of float32 at a time
+
+    def work(blocks):
+        for a in range(blocks.start * step, min(n, blocks.stop * step), step):
+            b = min(a + step, n)
+            if isinstance(w, FP8):                     # dequantized in place, in its own layout
+                w[a:b].rows(out[a:b])
+            else:
+                np.copyto(out[a:b], w[a:b].rows(scratch("dequantize", ((b - a) * cols,))))
+
+    parallel(work, split(-(-n // step)))
+
+
+# ---------------------------------------------------------------------------------------------
+# a checkpoint's tensors -> its quantized weights
+
+
+def wrap(tensors: dict, qcfg: QuantConfig | None, folder: str) -> dict:
+    """Each quantized Linear's tensors (weight + weight_scale_inv; qweight, qzeros, scales, g_idx)
+    -> one `<name>.weight`, a Quantized [out, in]. Every other tensor stays as it is. Raises one
+    CheckpointError naming the tensor and what is wrong with it."""
+    names = {"fp8": [n for n in tensors if n.endswith(".weight") and stored_name(tensors[n].dtype).startswith("F8")],
+             "int4": [n[:-len(".qweight")] for n in tensors if n.endswith(".qweight")]}
+    found = "fp8" if names["fp8"] else "int4" if names["int4"] else None
+    if qcfg is None:
+        if found:
+            example = names["fp8"][0] if found == "fp8" else names["int4"][0] + ".qweight"
+            raise CheckpointError(f"{folder}: {example} is quantized but config.json has no quantization_config "
+                                  f"saying how")
+        return tensors
+    out = dict(tensors)
+    where = f"{folder}: "
+    if qcfg.method == "fp8":
+        if names["int4"]:
+            raise CheckpointError(f"{where}{names['int4'][0]}.qweight is GPTQ/AWQ-packed, but quantization_config says fp8")
+        for name in names["fp8"]:
+            out[name] = _fp8(out, name, qcfg, where)
+        stray = [n for n in out if n.endswith(".weight_scale_inv")]
+        if stray:
+            raise CheckpointError(f"{where}{stray[0]} is a scale without an F8_E4M3 "
+                                  f"{stray[0][:-len('_scale_inv')]} beside it")
+        return out
+    if names["fp8"]:
+        raise CheckpointError(f"{where}{names['fp8'][0]} is FP8, but quantization_config says {qcfg.method}")
+    for base in names["int4"]:
+        out[base + ".weight"] = _int4(out, base, qcfg, where)
+    return out
+
+
+def _fp8(t, name, qcfg, where):
+    q = t.pop(name)
+    scale = t.pop(name + "_scale_inv", None)
+    if scale is None:
+        raise CheckpointError(f"{where}{name} is F8_E4M3 but {name}_scale_inv, its scales, is missing")
+    _float(scale, name + "_scale_inv", where)
+    if q.ndim != 2:
+        raise CheckpointError(f"{where}{name} is an F8_E4M3 tensor of shape {list(q.shape)}: npqwen reads FP8 "
+                              f"matrices [out, in] (experts stored one by one)")
+    bh, bw = qcfg.block
+    want = (-(-q.shape[0] // bh), -(-q.shape[1] // bw))
+    if tuple(scale.shape) != want:
+        raise CheckpointError(f"{where}{name}_scale_inv has shape {list(scale.shape)}, but a {list(q.shape)} weight in "
+                              f"{bh} x {bw} tiles needs {list(want)}")
+    return FP8(q.view(np.uint8), scale, (bh, bw))
+
+
+def _int4(t, base, qcfg, where):
+    parts = {k: t.pop(f"{base}.{k}", None) for k in ("qweight", "qzeros", "scales", "g_idx")}
+    for k in ("qzeros", "scales"):
+        if parts[k] is None:
+            raise CheckpointError(f"{where}{base}.{k} is missing ({base}.qweight is {qcfg.method.upper()}-packed "
+                                  f"and needs its qzeros and scales)")
+    qw, qz, sc, g = parts["qweight"], parts["qzeros"], parts["scales"], parts["g_idx"]
+    for k in ("qweight", "qzeros"):
+        if stored_name(parts[k].dtype) != "I32" or parts[k].ndim != 2:
+            raise CheckpointError(f"{where}{base}.{k} is {stored_name(parts[k].dtype)} of shape {list(parts[k].shape)}, "
+                                  f"expected a 2-D I32 tensor of packed 4-bit values")
+    _float(sc, base + ".scales", where)
+    if qcfg.method == "gptq":
+        cols, out = qw.shape[0] * 8, qw.shape[1]
+        size = cols if qcfg.group_size == -1 else qcfg.group_size
+        n_groups = -(-cols // size)
+    else:
+        if g is not None:
+            raise CheckpointError(f"{where}{base}.g_idx: AWQ checkpoints have no g_idx (is this GPTQ?)")
+        cols, out = qw.shape[0], qw.shape[1] * 8
+        size = qcfg.group_size
+        if cols % size:
+            raise CheckpointError(f"{where}{base}.qweight has {cols} input channels, not a multiple of group_size {size}")
+        n_groups = cols // size
+    if tuple(sc.shape) != (n_groups, out):
+        raise CheckpointError(f"{where}{base}.scales has shape {list(sc.shape)}, expected {[n_groups, out]} "
+                              f"({cols} inputs in groups of {size}, {out} outputs)")
+    if tuple(qz.shape) != (n_groups, -(-out // 8)):
+        raise CheckpointError(f"{where}{base}.qzeros has shape {list(qz.shape)}, expected {[n_groups, -(-out // 8)]}")
+    groups = size
+    if g is not None:
+        if g.ndim != 1 or g.shape[0] != cols or g.dtype.kind not in "iu":
+            raise CheckpointError(f"{where}{base}.g_idx is {g.dtype} of shape {list(g.shape)}, expected {cols} integers")
+        g = np.asarray(g, np.int64)
+        bad = np.flatnonzero((g < 0) | (g >= n_groups))
+        if bad.size:
+            raise CheckpointError(f"{where}{base}.g_idx[{bad[0]}] is {g[bad[0]]}, outside the {n_groups} groups")
+        if not np.array_equal(g, np.arange(cols) // size):
+            groups = g.astype(np.intp)                   # act-order: any channel in any group
+    cls = GPTQ if qcfg.method == "gptq" else AWQ
+    return cls(qw.view(np.int32), qz.view(np.int32), sc, groups, 0, out, cols, plus_one=qcfg.method == "gptq" and qcfg.plus_one)
+
+
+def stored_name(dtype) -> str:
+    from .weights import stored_name as name   # (weights.py imports this module)
+    return name(dtype)
+
+
+def _float(t, name, where):
+    if stored_name(t.dtype) not in FLOATS:
+        raise CheckpointError(f"{where}{name} is {stored_name(t.dtype)}, expected a float tensor ({', '.join(FLOATS)})")
