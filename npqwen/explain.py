@@ -23,6 +23,7 @@ from .primitives import (NEG, apply_rope, causal_mask, linear, repeat_kv, rms_no
                          softmax)
 from .tokenizer import Tokenizer
 from .deltanet import fused_ba_order, fused_qkvz_order, l2_normalise, softplus
+from .quant import wrap
 from .weights import open_checkpoint
 
 LENS_POSITIONS = 20     # the logit-lens picture shows at most the last 20 prompt positions
@@ -447,7 +448,7 @@ def main(argv=None):
             return 0
         layers = pick(args.layers, cfg.num_hidden_layers, "--layers")
         heads = pick(args.heads, cfg.num_attention_heads, "--heads")
-        tensors = open_checkpoint(args.model)
+        tensors = wrap(open_checkpoint(args.model), cfg.quant, args.model)   # (a quantized checkpoint's weights dequantized as read)
         tok = Tokenizer(args.model)
         ids = tok.encode(args.prompt)
         r = explain(model, tensors, tok, ids)

@@ -70,6 +70,20 @@ def flash_next_summary(cfg: ModelConfig) -> dict:
                 read_float32=4 * (active + V * D + D) + 2 * rows)   # (the n-gram rows stay as stored)
 
 
+def _print_quantized(cfg, s):
+    """A quantized checkpoint: its size as stored, and the memory each weights mode keeps resident."""
+    from .quant import released_quantized, stored_bytes
+    from .weights import expected_shapes
+    shapes = expected_shapes(cfg)
+    q = {n: sh for n, sh in shapes.items() if released_quantized(n, sh)}
+    n_q = sum(int(np.prod(sh)) for sh in q.values())
+    stored = sum(stored_bytes(cfg.quant, sh) for sh in q.values()) + 2 * (s["total"] - n_q)
+    print(f"quantized: {cfg.quant.label}; about {_gb(stored)} as stored ({n_q / s['total']:.0%} of the parameters "
+          f"quantized, as in Qwen's releases; the rest bf16)")
+    print(f"resident weights: --weights float32 {_gb(s['float32_bytes'])} (dequantized once at load); --weights bf16 "
+          f"(kept as stored) none beyond small vectors and per-core buffers: the {_gb(stored)} are memory-mapped")
+
+
 def _gb(n):
     return f"{n / 1e9:.2f} GB"
 
@@ -99,6 +113,8 @@ def main(argv=None):
           f"{'attention and DeltaNet' if s['linear_layers'] else 'attention'} "
           f"{s['attention'] / 1e6:.1f} M, MLP {s['mlp'] / 1e6:.1f} M)")
     print(f"weights: {_gb(s['bf16_bytes'])} in bf16, {_gb(s['float32_bytes'])} in float32")
+    if cfg.quant is not None:
+        _print_quantized(cfg, s)
     if s["sparse_layers"]:
         k, E = cfg.num_experts_per_tok, cfg.num_experts
         print(f"mixture of experts: {s['sparse_layers']} of {cfg.num_hidden_layers} layers sparse, {E} experts of "

@@ -201,8 +201,9 @@ WEIGHT_MODES = ("auto", "float32", "bf16", "stream")
 def add_weights_option(parser):
     """--weights, as every command that loads a model takes it (see load_model)."""
     parser.add_argument("--weights", choices=WEIGHT_MODES, default="auto",
-                        help="float32: upcast all weights once; bf16: keep them as stored, memory-mapped, at half "
-                             "the memory (the same products, summed in BLAS's order); stream: the same as bf16; auto (default): "
+                        help="float32: upcast (or dequantize) all weights once; bf16: keep them as stored, memory-mapped, "
+                             "at half the memory (a quarter or less for FP8, GPTQ and AWQ checkpoints, which stay quantized; "
+                             "the same products, summed in BLAS's order); stream: the same as bf16; auto (default): "
                              "float32 if it fits in 3/4 of the available memory, else bf16")
 
 
@@ -252,6 +253,8 @@ def load_model(path: str, weights: str = "auto") -> Model:
     if cfg.vision is not None and cfg.vision.prefix is not None:
         from .vision.tower import load_tower
         model.vision = load_tower(up, cfg.vision)
+    if cfg.quant is not None:
+        reason += f"; {cfg.quant.label}, " + ("dequantized at load" if weights == "float32" else "kept as stored")
     model.weights_mode, model.weights_reason = weights, reason
     return model
 

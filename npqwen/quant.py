@@ -57,7 +57,13 @@ FLOATS = ("F32", "F16", "BF16")
 AWQ_NIBBLE = np.array([0, 4, 1, 5, 2, 6, 3, 7])   # output 8c + j is packed at nibble AWQ_NIBBLE[j] (AutoAWQ's reverse order)
 GPTQ_SHIFTS = (4 * np.arange(8, dtype=np.int32))[None, :, None]             # [1, 8, 1]: value j at bits 4j
 AWQ_SHIFTS = (4 * AWQ_NIBBLE.astype(np.int32))[None, None, :]               # [1, 1, 8]
+AWQ_ORDER = np.argsort(AWQ_NIBBLE)                  # value j of a word is output 8c + AWQ_ORDER[j]
 TWO_120 = np.float32(2.0 ** 120)
+MASKS = [np.uint32(15 << 4 * j).astype(np.int32) for j in range(7)]      # value j of a word, in place (q * 16^j)
+UNSHIFT = np.array([16.0 ** -j for j in range(7)] + [1.0], np.float32)  # ... undone after (the last value is shifted)
+FEW_ROWS = 16              # products with at most this many rows of x take the few-rows path (Int4.few_rows)
+TILE_COLUMNS = 4096        # its slabs: up to this many outputs wide (long contiguous rows for NumPy's loops)...
+TILE_FLOATS = 1 << 19      # ...and about this many values (2 MB of float32)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -163,6 +169,27 @@ def _pos_int(x) -> bool:
     return isinstance(x, int) and not isinstance(x, bool) and x > 0
 
 
+# What Qwen's quantized releases quantize: every Linear of the decoder layers except Gated DeltaNet's
+# small projections and the routers; never the embedding, the LM head, norms, the vision tower or the
+# MTP layer (Qwen3.6-27B-FP8's modules_to_not_convert). The checkpoint itself says which are: this
+# is for estimates (info) and for making checkpoints (scripts/quantize_checkpoint.py).
+KEPT = ("in_proj_a.", "in_proj_b.", "in_proj_ba.", "embed_tokens.", "lm_head.", "visual.", "mtp.", "mlp.gate.",
+        "shared_expert_gate.")
+
+
+def released_quantized(name, shape) -> bool:
+    return len(shape) == 2 and name.endswith("_proj.weight") and ".layers." in name and not any(k in name for k in KEPT)
+
+
+def stored_bytes(qcfg: QuantConfig, shape) -> float:
+    """Bytes a quantized [out, in] weight takes as stored: values, scales (and zeros, g_idx)."""
+    out, cols = shape
+    if qcfg.method == "fp8":
+        return out * cols + 4 * math.ceil(out / qcfg.block[0]) * math.ceil(cols / qcfg.block[1])
+    groups = 1 if qcfg.group_size == -1 else math.ceil(cols / qcfg.group_size)
+    return out * cols / 2 + groups * out * (2 + 0.5) + (4 * cols if qcfg.method == "gptq" else 0)
+
+
 # ---------------------------------------------------------------------------------------------
 # the weights
 
@@ -207,20 +234,40 @@ class FP8(Quantized):
         return FP8(self.q[a:b], self.scale, self.block, self.r0 + a)
 
     def rows(self, buf):  # -> float32 [n, in] in buf: float(q) * scale
+        w = self.values(buf)
+        for a, b, tile in _bands(self.r0, len(w), self.block[0]):
+            self.scale_rows(w[a:b], tile)
+        return w
+
+    def values(self, buf):  # -> float32 [n, in] in buf: float(q) * 2^-120, exactly
         n, cols = self.shape
         w = buf.reshape(-1)[:n * cols].reshape(n, cols)
         bits = w.view(np.int32)
         np.left_shift(self.q.view(np.int8), 20, out=bits, dtype=np.int32, casting="unsafe")  # the sign fills bits 31..27,
         np.bitwise_and(bits, np.int32(~0x78000000), out=bits)                               # 30..27 are cleared again
-        bh, bw = self.block
-        for a, b, tile in _bands(self.r0, n, bh):
-            s = self.scale[tile].astype(np.float32)
-            if np.abs(s).max(initial=0) < 2 ** 7:      # s * 2^120 is exact: one product per weight
-                np.multiply(w[a:b], np.repeat(s * TWO_120, bw)[:cols], out=w[a:b])
-            else:                                       # (it would overflow: two exact steps)
-                np.multiply(w[a:b], TWO_120, out=w[a:b])
-                np.multiply(w[a:b], np.repeat(s, bw)[:cols], out=w[a:b])
         return w
+
+    def scales(self, tile):  # -> float32 [in]: each column's scale in this band of tiles, times 2^120 (None: it
+        s = self.scale[tile].astype(np.float32)                                      # would overflow)
+        return np.repeat(s * TWO_120, self.block[1])[:self.shape[1]] if np.abs(s).max(initial=0) < 2 ** 7 else None
+
+    def scale_rows(self, w, tile):
+        s = self.scales(tile)
+        if s is not None:       # s * 2^120 is exact: one float32 product per weight, as float(q) * s
+            np.multiply(w, s, out=w)
+        else:                   # two exact steps
+            np.multiply(w, TWO_120, out=w)
+            np.multiply(w, np.repeat(self.scale[tile].astype(np.float32), self.block[1])[:self.shape[1]], out=w)
+
+    def product(self, x, buf, out):  # out = x @ W.T for these rows
+        w = self.values(buf)
+        for a, b, tile in _bands(self.r0, len(w), self.block[0]):
+            s = self.scales(tile) if len(x) < b - a else None
+            if s is not None:   # few rows of x: scaling them (the columns of each tile) is cheaper than the weights
+                np.matmul(x * s, w[a:b].T, out=out[:, a:b])
+            else:
+                self.scale_rows(w[a:b], tile)
+                np.matmul(x, w[a:b].T, out=out[:, a:b])
 
 
 def _bands(r0, n, bh):  # rows [r0, r0 + n) cut where a tile of bh rows ends -> [(a, b, tile)], a and b from 0
@@ -272,10 +319,72 @@ class Int4(Quantized):
         z = unpack_columns(self.qzeros, self.c0, self.shape[0], self.shifts_out)
         return z.astype(np.float32) + (1 if self.plus_one else 0)
 
+    def product(self, x, buf, out):  # out = x @ W.T for these rows (a block of a prompt's products)
+        np.matmul(x, self.rows(buf).T, out=out)
+
+    # -- few rows of x (decode): no float32 weights, the scales applied to the products ------------------
+    #
+    # For a few rows of x, dequantizing each weight costs more than the product itself. So the values
+    # are only turned into floats, each group's slab of them multiplied by its inputs, and the zero
+    # points and scales applied afterwards to the [n, out] results of each group:
+    #     x @ W^T = sum over groups g of  s_g * (x_g @ q_g - z_g * sum(x_g))
+    # And a value need not even be shifted down: the int32 masked in place, value j of a word at bits 4j,
+    # is q * 16^j, exact as a float32; its input is multiplied by 16^-j instead (exact too). The last
+    # value, at bits 28..31, is shifted (masking it would leave a negative int32). Each weight then
+    # costs one integer mask and one int32 -> float32 conversion on long contiguous rows, and the product.
+
+    @property
+    def tiled(self) -> bool:   # the few-rows path needs groups that are runs of whole packed words
+        size = self.groups
+        return isinstance(size, int) and size % 8 == 0 and self.shape[1] % size == 0 and self.aligned
+
+    def few_rows(self, x, out):  # out [n, rows] = x @ W.T, the columns shared out over the cores
+        n, cols = x.shape[0], self.shape[1]
+        size = self.groups
+        xg, xsum = self.grouped(x)                             # [G, n, size], [G, n]
+        width = max(8, min(TILE_COLUMNS, -(-len(self) // 2 // 8) * 8))
+        tiles = [(a, min(a + width, len(self))) for a in range(0, len(self), width)]
+        per = max(1, (TILE_FLOATS // (size * width)))          # groups per slab
+
+        def work(share):
+            for a, b in tiles[share]:
+                acc = np.zeros((n, b - a), np.float32)
+                for g0 in range(0, cols // size, per):
+                    g1 = min(g0 + per, cols // size)
+                    self.tile(xg[g0:g1], xsum[g0:g1], g0, g1, a, b, acc)
+                out[:, a:b] = acc
+
+        parallel(work, split(len(tiles)))
+
 
 class GPTQ(Int4):
     method = "gptq"
     shifts_out = (4 * np.arange(8, dtype=np.int32))[None, None, :]     # zeros: output 8c + j at bits 4j
+    aligned = True
+
+    def grouped(self, x):  # x [n, in] -> ([G, n, size] inputs in the slab's order, times 16^-j; [G, n] sums)
+        n, size = x.shape[0], self.groups
+        xr = x.reshape(n, -1, size // 8, 8)                    # input 8k + j, word k of group g
+        xg = (xr * UNSHIFT).transpose(1, 0, 3, 2).reshape(-1, n, size)
+        return np.ascontiguousarray(xg), xr.sum((2, 3)).T.copy()
+
+    def tile(self, xg, xsum, g0, g1, a, b, acc):  # acc [n, b - a] += groups g0..g1's part of x @ W.T, rows a..b
+        size, width, k = self.groups, b - a, self.groups // 8
+        q = self.qweight[g0 * k:g1 * k, self.c0 + a:self.c0 + b].reshape(g1 - g0, k, width)
+        slab = scratch("slab", (g1 - g0, 8, k, width))
+        for j in range(8):                                     # value j of each word -> slab row j * k + kk
+            m = scratch("values", q.shape).view(np.int32)
+            if j < 7:
+                np.bitwise_and(q, MASKS[j], out=m)
+            else:
+                np.right_shift(q.view(np.uint32), 28, out=m.view(np.uint32))
+            np.copyto(slab[:, j], m, casting="unsafe")
+        r = np.matmul(xg, slab.reshape(g1 - g0, size, width))  # [groups, n, width]
+        z = unpack_rows(self.qzeros[g0:g1], self.c0 + a, width, self.shifts_out) + (1 if self.plus_one else 0)
+        s = self.scales[g0:g1, self.c0 + a:self.c0 + b].astype(np.float32)
+        r -= z[:, None, :] * xsum[:, :, None]
+        r *= s[:, None, :]
+        acc += r.sum(0)
 
     @property
     def out(self):
@@ -294,11 +403,48 @@ class AWQ(Int4):
     shifts_out = AWQ_SHIFTS
 
     @property
+    def aligned(self):   # whole packed words of outputs
+        return self.c0 % 8 == 0 and len(self) % 8 == 0
+
+    def grouped(self, x):
+        n, size = x.shape[0], self.groups
+        xg = x.reshape(n, -1, size).transpose(1, 0, 2)
+        return np.ascontiguousarray(xg), xg.sum(2)
+
+    def tile(self, xg, xsum, g0, g1, a, b, acc):  # as GPTQ's, with the 8 values of a word 8 outputs
+        size, w8 = self.groups, (b - a) // 8
+        c = (self.c0 + a) // 8
+        q = self.qweight[g0 * size:g1 * size, c:c + w8].reshape(g1 - g0, size, w8)
+        slab = scratch("slab", (g1 - g0, 8, size, w8))
+        for j in range(8):                                     # value j of each word: output 8c + AWQ_ORDER[j]
+            m = scratch("values", q.shape).view(np.int32)
+            if j < 7:
+                np.bitwise_and(q, MASKS[j], out=m)
+            else:
+                np.right_shift(q.view(np.uint32), 28, out=m.view(np.uint32))
+            np.copyto(slab[:, j], m, casting="unsafe")
+        r = np.matmul(xg[:, None], slab)                       # [groups, 8, n, w8]
+        r *= UNSHIFT[None, :, None, None]
+        z = self.qzeros[g0:g1, c:c + w8]
+        z = ((z[:, None, :] >> np.arange(0, 32, 4, dtype=np.int32)[None, :, None]) & 15).astype(np.float32)
+        z += 1 if self.plus_one else 0                         # [groups, 8, w8], value j of each word
+        s = self.scales[g0:g1, self.c0 + a:self.c0 + b].astype(np.float32).reshape(g1 - g0, w8, 8)[:, :, AWQ_ORDER]
+        r -= z[:, :, None, :] * xsum[:, None, :, None]
+        r *= s.transpose(0, 2, 1)[:, :, None, :]
+        acc.reshape(len(acc), w8, 8)[:, :, AWQ_ORDER] += r.sum(0).transpose(1, 2, 0)
+
+    @property
     def out(self):
         return self.qweight.shape[1] * 8
 
     def unpack_values(self, n, cols):  # qweight [in, out / 8] -> int32 [in, n]
         return unpack_columns(self.qweight, self.c0, n, AWQ_SHIFTS)
+
+
+def unpack_rows(packed, c0, n, shifts):  # the same without the scratch buffer (zeros of a few groups)
+    p0, p1 = c0 // 8, -(-(c0 + n) // 8)
+    v = (packed[:, p0:p1, None] >> shifts) & 15
+    return v.reshape(len(packed), -1)[:, c0 - 8 * p0:c0 - 8 * p0 + n].astype(np.float32)
 
 
 def unpack_columns(packed, c0, n, shifts):

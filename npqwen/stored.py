@@ -26,7 +26,7 @@ import time
 import ml_dtypes
 import numpy as np
 
-from .quant import Quantized
+from .quant import FEW_ROWS, Int4, Quantized
 from .threads import parallel, scratch, split
 
 BLOCK_BYTES = 2 << 20    # float32 bytes of rows per block (measured best of 0.5 to 8 MB here)
@@ -48,6 +48,10 @@ class StoredMatrix:
     def matmul_t(self, x):  # [n, in] float32 -> x @ W.T [n, out]
         x = np.ascontiguousarray(x, np.float32)
         out = np.empty((x.shape[0], self.shape[0]), np.float32)
+        if len(x) <= FEW_ROWS and all(isinstance(p, Int4) and p.tiled for p in self.parts):
+            for p, s0 in zip(self.parts, self.starts):    # GPTQ / AWQ decode: quant.Int4.few_rows
+                p.few_rows(x, out[:, s0:s0 + len(p)])
+            return out
         step = _rows(BLOCK_BYTES, self.shape[1])
         blocks = self.blocks(step)
 
@@ -56,9 +60,10 @@ class StoredMatrix:
             # the GIL, and a thread that had to wait takes tens of microseconds to wake.)
             buf = scratch("block", (step, self.shape[1]))
             for r0, r1, pieces in blocks[share]:
-                if isinstance(pieces[0], Quantized):
-                    w = pieces[0].rows(buf)        # dequantized (quant.py; a block never spans two of them)
-                elif len(pieces) == 1 and pieces[0].dtype == np.float32:
+                if isinstance(pieces[0], Quantized):   # (quant.py; a block never spans two of them)
+                    pieces[0].product(x, buf, out[:, r0:r1])
+                    continue
+                if len(pieces) == 1 and pieces[0].dtype == np.float32:
                     w = pieces[0]                  # float32 as stored: no copy
                 else:
                     w = upcast(pieces, buf[:r1 - r0])

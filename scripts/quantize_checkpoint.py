@@ -5,10 +5,10 @@ tests, where the layout, sizes and arithmetic matter, not the quality).
     python scripts/quantize_checkpoint.py SRC OUT --method fp8|gptq|awq [--group 128] [--scale-dtype F32]
         [--act-order] [--asym] [--gptq-v2]
 
-Quantized, as in Qwen's releases: every Linear of the decoder layers (attention, Gated DeltaNet's
-in_proj_qkv / in_proj_z / out_proj, MLPs and experts). Kept as stored: embeddings, the LM head,
-norms, routers, DeltaNet's small projections (in_proj_a / in_proj_b / in_proj_ba) and anything
-outside the layers (the vision tower, the MTP layer). The packing here is written from the formats'
+Quantized, as in Qwen's releases (npqwen.quant.released_quantized): every Linear of the decoder
+layers (attention, Gated DeltaNet's in_proj_qkv / in_proj_z / out_proj, MLPs and experts). Kept as
+stored: embeddings, the LM head, norms, routers, DeltaNet's small projections (in_proj_a /
+in_proj_b / in_proj_ba) and anything outside the layers (the vision tower, the MTP layer). The packing here is written from the formats'
 descriptions; the golden data (scripts/export_golden_quant.py) checks npqwen against independent
 dequantizers, not against this.
 """
@@ -23,16 +23,15 @@ import ml_dtypes
 import numpy as np
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+from npqwen.quant import released_quantized  # noqa: E402
 from npqwen.weights import open_checkpoint  # noqa: E402
 
-KEEP = ("in_proj_a.", "in_proj_b.", "in_proj_ba.", "embed_tokens.", "lm_head.", "visual.", "mtp.", "mlp.gate.",
-        "shared_expert_gate.")
 AWQ_ORDER = [0, 2, 4, 6, 1, 3, 5, 7]    # AutoAWQ's pack order: nibble p holds output 8c + AWQ_ORDER[p]
 FP8_MAX = 448.0
 
 
 def quantized(name, a) -> bool:
-    return a.ndim == 2 and name.endswith("_proj.weight") and ".layers." in name and not any(k in name for k in KEEP)
+    return released_quantized(name, a.shape)
 
 
 # ---------------------------------------------------------------------------------------------
