@@ -119,25 +119,6 @@ NAMES = {np.dtype(np.float32): "F32", np.dtype(np.float16): "F16", np.dtype(ml_d
 # a folder
 
 
-def quantize_tensors(tensors, method, group=128, scale_dtype="F32", act_order=False, sym=None, v1=True, block=(128, 128)):
-    """-> {name: array}, generated one at a time (a 7B checkpoint never sits in memory whole)."""
-    rng = np.random.default_rng(0)
-    for name, a in tensors.items():
-        if not quantized(name, a):
-            yield name, a
-            continue
-        base = name[:-len(".weight")]
-        w = np.asarray(a, np.float32)
-        if method == "fp8":
-            parts = fp8(w, block, scale_dtype)
-            yield name, parts["weight"]
-            yield name + "_scale_inv", parts["weight_scale_inv"]
-            continue
-        parts = gptq(w, group, True if sym is None else sym, act_order, v1, rng) if method == "gptq" else awq(w, group)
-        for k, v in parts.items():
-            yield f"{base}.{k}", v
-
-
 def quant_config(method, group=128, act_order=False, sym=None, v1=True, block=(128, 128)):
     if method == "fp8":
         return {"quant_method": "fp8", "fmt": "e4m3", "activation_scheme": "dynamic", "weight_block_size": list(block),
@@ -152,7 +133,7 @@ def quant_config(method, group=128, act_order=False, sym=None, v1=True, block=(1
 
 
 def write_safetensors(path, items):
-    """items: [(name, shape, dtype name, fn -> array)]: the header first, then each array as it is made."""
+    """items: [(name, shape, dtype name, fn() -> array)]: the header first, then each array as it is made."""
     header, offset = {}, 0
     for name, shape, dt, _ in items:
         n = int(np.prod(shape)) * np.dtype(DTYPE_OF[dt]).itemsize
@@ -163,18 +144,66 @@ def write_safetensors(path, items):
     with open(path, "wb") as f:
         f.write(len(raw).to_bytes(8, "little"))
         f.write(raw)
-        for _, _, _, a in items:
-            f.write(np.ascontiguousarray(a).tobytes())
+        for name, shape, dt, make in items:
+            a = np.ascontiguousarray(make())
+            assert a.shape == tuple(shape) and NAMES[a.dtype] == dt, name
+            f.write(a.tobytes())
 
 
 DTYPE_OF = {v: k for k, v in NAMES.items()}
 
 
+def plan(tensors, method, options):
+    """-> [(name, shape, dtype, fn)] of the quantized checkpoint, each array made only when written (so
+    that a 7B checkpoint is never in memory whole): the shapes come from quantizing a small stand-in."""
+    items, made = [], {}
+
+    def part(name, base, key):
+        def fn():
+            if base not in made:          # the parts of one weight are written one after the other
+                made.clear()
+                made[base] = dict(quantize_one(np.asarray(tensors[base + ".weight"], np.float32), method, options))
+            return made[base][key]
+        return fn
+
+    for name, a in tensors.items():
+        if not quantized(name, a):
+            items.append((name, a.shape, NAMES[np.dtype(a.dtype)], lambda a=a: a))
+            continue
+        base = name[:-len(".weight")]
+        for key, shape, dt in shapes(a.shape, method, options):
+            items.append((f"{base}.{key}", shape, dt, part(name, base, key)))
+    return items
+
+
+def shapes(shape, method, options):  # -> [(key, shape, dtype)] of one quantized weight [out, in]
+    out, cols = shape
+    if method == "fp8":
+        bh, bw = options.get("block", (128, 128))
+        return [("weight", shape, "F8_E4M3"), ("weight_scale_inv", (-(-out // bh), -(-cols // bw)),
+                                                options.get("scale_dtype", "F32"))]
+    group = options.get("group", 128)
+    groups = 1 if group == -1 else -(-cols // group)
+    if method == "gptq":
+        return [("qweight", (cols // 8, out), "I32"), ("qzeros", (groups, out // 8), "I32"), ("scales", (groups, out), "F16"),
+                ("g_idx", (cols,), "I32")]
+    return [("qweight", (cols, out // 8), "I32"), ("qzeros", (groups, out // 8), "I32"), ("scales", (groups, out), "F16")]
+
+
+def quantize_one(w, method, options):
+    o = dict(options)
+    if method == "fp8":
+        return list(fp8(w, o.get("block", (128, 128)), o.get("scale_dtype", "F32")).items())
+    if method == "gptq":
+        return list(gptq(w, o.get("group", 128), o.get("sym", True) if o.get("sym") is not None else True,
+                         o.get("act_order", False), o.get("v1", True), np.random.default_rng(w.shape[0])).items())
+    return list(awq(w, o.get("group", 128)).items())
+
+
 def quantize_folder(src, out, method, **options):
     os.makedirs(out, exist_ok=True)
     tensors = open_checkpoint(src)
-    items = [(n, a.shape, NAMES[np.dtype(a.dtype)], a) for n, a in quantize_tensors(tensors, method, **options)]
-    write_safetensors(os.path.join(out, "model.safetensors"), items)
+    write_safetensors(os.path.join(out, "model.safetensors"), plan(tensors, method, options))
     with open(os.path.join(src, "config.json")) as f:
         cfg = json.load(f)
     keys = {k: options[k] for k in ("group", "act_order", "sym", "v1", "block") if k in options}
