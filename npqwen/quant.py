@@ -50,7 +50,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .errors import CheckpointError, ConfigError
-from .threads import parallel, scratch, split
+from .threads import WORKERS, parallel, scratch, split
 
 METHODS = ("fp8", "gptq", "awq")
 FLOATS = ("F32", "F16", "BF16")
@@ -59,8 +59,9 @@ GPTQ_SHIFTS = (4 * np.arange(8, dtype=np.int32))[None, :, None]             # [1
 AWQ_SHIFTS = (4 * AWQ_NIBBLE.astype(np.int32))[None, None, :]               # [1, 1, 8]
 AWQ_ORDER = np.argsort(AWQ_NIBBLE)                  # value j of a word is output 8c + AWQ_ORDER[j]
 TWO_120 = np.float32(2.0 ** 120)
-MASKS = [np.uint32(15 << 4 * j).astype(np.int32) for j in range(7)]      # value j of a word, in place (q * 16^j)
-UNSHIFT = np.array([16.0 ** -j for j in range(7)] + [1.0], np.float32)  # ... undone after (the last value is shifted)
+MASKS = (np.uint32(15) << 4 * np.arange(8, dtype=np.uint32)).view(np.int32)[None, :, None, None]  # value j in place
+UNSHIFT = np.array([16.0 ** -j for j in range(8)], np.float32)  # ... is q * 16^j: undone on x or on the products
+SIGN = np.uint32(1 << 31).astype(np.int32)
 FEW_ROWS = 16              # products with at most this many rows of x take the few-rows path (Int4.few_rows)
 TILE_COLUMNS = 4096        # its slabs: up to this many outputs wide (long contiguous rows for NumPy's loops)...
 TILE_FLOATS = 1 << 19      # ...and about this many values (2 MB of float32)
@@ -338,23 +339,41 @@ class Int4(Quantized):
         size = self.groups
         return isinstance(size, int) and size % 8 == 0 and self.shape[1] % size == 0 and self.aligned
 
-    def few_rows(self, x, out):  # out [n, rows] = x @ W.T, the columns shared out over the cores
-        n, cols = x.shape[0], self.shape[1]
-        size = self.groups
-        xg, xsum = self.grouped(x)                             # [G, n, size], [G, n]
+    def tiles(self):  # -> [(a, b)]: this part's rows (outputs) in slabs at most TILE_COLUMNS wide, at least two
         width = max(8, min(TILE_COLUMNS, -(-len(self) // 2 // 8) * 8))
-        tiles = [(a, min(a + width, len(self))) for a in range(0, len(self), width)]
-        per = max(1, (TILE_FLOATS // (size * width)))          # groups per slab
+        return [(a, min(a + width, len(self))) for a in range(0, len(self), width)]
 
-        def work(share):
-            for a, b in tiles[share]:
-                acc = np.zeros((n, b - a), np.float32)
-                for g0 in range(0, cols // size, per):
-                    g1 = min(g0 + per, cols // size)
-                    self.tile(xg[g0:g1], xsum[g0:g1], g0, g1, a, b, acc)
-                out[:, a:b] = acc
+    def tile_product(self, xg, xsum, a, b, out):  # out [n, b - a] = x @ W.T for rows a .. b
+        size, groups = self.groups, self.shape[1] // self.groups
+        per = max(1, TILE_FLOATS // (size * (b - a)))          # groups per slab
+        acc = np.zeros(out.shape, np.float32)
+        for g0 in range(0, groups, per):
+            g1 = min(g0 + per, groups)
+            self.tile(xg[g0:g1], xsum[g0:g1], g0, g1, a, b, acc)
+        out[...] = acc
 
-        parallel(work, split(len(tiles)))
+
+def few_rows(parts, starts, x, out):
+    """out [n, sum of rows] = x @ W.T for a stack of GPTQ / AWQ parts (q | k | v), x a few rows: every
+    part's slabs shared out over the cores in one parallel region, balanced by their size."""
+    grouped, tasks = {}, []
+    for p, s0 in zip(parts, starts):
+        key = (type(p), p.groups)
+        if key not in grouped:                                 # x in each layout once
+            grouped[key] = p.grouped(x)
+        tasks += [(p, grouped[key], int(s0) + a, a, b) for a, b in p.tiles()]
+    shares = [[] for _ in range(min(WORKERS, len(tasks)) or 1)]
+    load = [0] * len(shares)
+    for t in sorted(tasks, key=lambda t: -(t[4] - t[3]) * t[0].shape[1]):   # largest first, to the least loaded
+        i = load.index(min(load))
+        shares[i].append(t)
+        load[i] += (t[4] - t[3]) * t[0].shape[1]
+
+    def work(share):
+        for p, (xg, xsum), o, a, b in share:
+            p.tile_product(xg, xsum, a, b, out[:, o:o + b - a])
+
+    parallel(work, shares)
 
 
 class GPTQ(Int4):
@@ -362,27 +381,21 @@ class GPTQ(Int4):
     shifts_out = (4 * np.arange(8, dtype=np.int32))[None, None, :]     # zeros: output 8c + j at bits 4j
     aligned = True
 
-    def grouped(self, x):  # x [n, in] -> ([G, n, size] inputs in the slab's order, times 16^-j; [G, n] sums)
-        n, size = x.shape[0], self.groups
+    def grouped(self, x):  # x [n, in] -> ([G, n, size] inputs in the slab's order, times UNSHIFT[j]; [G, n] sums
+        n, size = x.shape[0], self.groups                   # of the group's x, and of its inputs read as value 7 of a word)
         xr = x.reshape(n, -1, size // 8, 8)                    # input 8k + j, word k of group g
         xg = (xr * UNSHIFT).transpose(1, 0, 3, 2).reshape(-1, n, size)
-        return np.ascontiguousarray(xg), xr.sum((2, 3)).T.copy()
+        return np.ascontiguousarray(xg), np.stack([xr.sum((2, 3)).T, xr[..., 7].sum(2).T], axis=1)   # [G, 2, n]
 
-    def tile(self, xg, xsum, g0, g1, a, b, acc):  # acc [n, b - a] += groups g0..g1's part of x @ W.T, rows a..b
+    def tile(self, xg, sums, g0, g1, a, b, acc):  # acc [n, b - a] += groups g0..g1's part of x @ W.T, rows a..b
         size, width, k = self.groups, b - a, self.groups // 8
-        q = self.qweight[g0 * k:g1 * k, self.c0 + a:self.c0 + b].reshape(g1 - g0, k, width)
-        slab = scratch("slab", (g1 - g0, 8, k, width))
-        for j in range(8):                                     # value j of each word -> slab row j * k + kk
-            m = scratch("values", q.shape).view(np.int32)
-            if j < 7:
-                np.bitwise_and(q, MASKS[j], out=m)
-            else:
-                np.right_shift(q.view(np.uint32), 28, out=m.view(np.uint32))
-            np.copyto(slab[:, j], m, casting="unsafe")
+        q = self.qweight[g0 * k:g1 * k, self.c0 + a:self.c0 + b].reshape(g1 - g0, 1, k, width)
+        slab = values_slab(q, (g1 - g0, 8, k, width))          # value j of word kk -> slab row j * k + kk
         r = np.matmul(xg, slab.reshape(g1 - g0, size, width))  # [groups, n, width]
         z = unpack_rows(self.qzeros[g0:g1], self.c0 + a, width, self.shifts_out) + (1 if self.plus_one else 0)
         s = self.scales[g0:g1, self.c0 + a:self.c0 + b].astype(np.float32)
-        r -= z[:, None, :] * xsum[:, :, None]
+        xsum, x7sum = sums[:, 0], sums[:, 1]
+        r -= z[:, None, :] * xsum[:, :, None] - 8 * x7sum[:, :, None]   # (value 7 was read as q - 8)
         r *= s[:, None, :]
         acc += r.sum(0)
 
@@ -414,20 +427,13 @@ class AWQ(Int4):
     def tile(self, xg, xsum, g0, g1, a, b, acc):  # as GPTQ's, with the 8 values of a word 8 outputs
         size, w8 = self.groups, (b - a) // 8
         c = (self.c0 + a) // 8
-        q = self.qweight[g0 * size:g1 * size, c:c + w8].reshape(g1 - g0, size, w8)
-        slab = scratch("slab", (g1 - g0, 8, size, w8))
-        for j in range(8):                                     # value j of each word: output 8c + AWQ_ORDER[j]
-            m = scratch("values", q.shape).view(np.int32)
-            if j < 7:
-                np.bitwise_and(q, MASKS[j], out=m)
-            else:
-                np.right_shift(q.view(np.uint32), 28, out=m.view(np.uint32))
-            np.copyto(slab[:, j], m, casting="unsafe")
+        q = self.qweight[g0 * size:g1 * size, c:c + w8].reshape(g1 - g0, 1, size, w8)
+        slab = values_slab(q, (g1 - g0, 8, size, w8))         # value j of each word: output 8c + AWQ_ORDER[j]
         r = np.matmul(xg[:, None], slab)                       # [groups, 8, n, w8]
         r *= UNSHIFT[None, :, None, None]
         z = self.qzeros[g0:g1, c:c + w8]
         z = ((z[:, None, :] >> np.arange(0, 32, 4, dtype=np.int32)[None, :, None]) & 15).astype(np.float32)
-        z += 1 if self.plus_one else 0                         # [groups, 8, w8], value j of each word
+        z[:, 7] -= 8                                           # [groups, 8, w8], value j of each word (7: read as q - 8)
         s = self.scales[g0:g1, self.c0 + a:self.c0 + b].astype(np.float32).reshape(g1 - g0, w8, 8)[:, :, AWQ_ORDER]
         r -= z[:, :, None, :] * xsum[:, None, :, None]
         r *= s.transpose(0, 2, 1)[:, :, None, :]
@@ -439,6 +445,19 @@ class AWQ(Int4):
 
     def unpack_values(self, n, cols):  # qweight [in, out / 8] -> int32 [in, n]
         return unpack_columns(self.qweight, self.c0, n, AWQ_SHIFTS)
+
+
+def values_slab(q, shape):
+    """Packed words q [g, 1, k, w] -> float32 slab [g, 8, k, w]: value j of each word, masked in place
+    (q * 16^j), in one mask and one conversion over the whole slab. Value 7 holds the sign bit of
+    the int32: with that bit flipped first, it reads as the int32 (q - 8) * 2^28, exactly."""
+    flipped = scratch("words", q.shape).view(np.int32)
+    np.bitwise_xor(q, SIGN, out=flipped)
+    m = scratch("values", shape).view(np.int32)
+    np.bitwise_and(flipped, MASKS, out=m)
+    slab = scratch("slab", shape)
+    np.copyto(slab, m, casting="unsafe")
+    return slab
 
 
 def unpack_rows(packed, c0, n, shifts):  # the same without the scratch buffer (zeros of a few groups)
@@ -523,7 +542,7 @@ def _fp8(t, name, qcfg, where):
     if tuple(scale.shape) != want:
         raise CheckpointError(f"{where}{name}_scale_inv has shape {list(scale.shape)}, but a {list(q.shape)} weight in "
                               f"{bh} x {bw} tiles needs {list(want)}")
-    return FP8(q.view(np.uint8), scale, (bh, bw))
+    return FP8(_plain(q).view(np.uint8), _plain(scale), (bh, bw))
 
 
 def _int4(t, base, qcfg, where):
@@ -566,7 +585,12 @@ def _int4(t, base, qcfg, where):
         if not np.array_equal(g, np.arange(cols) // size):
             groups = g.astype(np.intp)                   # act-order: any channel in any group
     cls = GPTQ if qcfg.method == "gptq" else AWQ
-    return cls(qw.view(np.int32), qz.view(np.int32), sc, groups, 0, out, cols, plus_one=qcfg.method == "gptq" and qcfg.plus_one)
+    return cls(_plain(qw).view(np.int32), _plain(qz).view(np.int32), _plain(sc), groups, 0, out, cols,
+               plus_one=qcfg.method == "gptq" and qcfg.plus_one)
+
+
+def _plain(a):  # a plain view of a memory map: np.memmap's own slicing costs microseconds each time
+    return a.view(np.ndarray) if isinstance(a, np.memmap) else a
 
 
 def stored_name(dtype) -> str:

@@ -26,7 +26,7 @@ import time
 import ml_dtypes
 import numpy as np
 
-from .quant import FEW_ROWS, Int4, Quantized
+from .quant import FEW_ROWS, Int4, Quantized, few_rows
 from .threads import parallel, scratch, split
 
 BLOCK_BYTES = 2 << 20    # float32 bytes of rows per block (measured best of 0.5 to 8 MB here)
@@ -49,8 +49,7 @@ class StoredMatrix:
         x = np.ascontiguousarray(x, np.float32)
         out = np.empty((x.shape[0], self.shape[0]), np.float32)
         if len(x) <= FEW_ROWS and all(isinstance(p, Int4) and p.tiled for p in self.parts):
-            for p, s0 in zip(self.parts, self.starts):    # GPTQ / AWQ decode: quant.Int4.few_rows
-                p.few_rows(x, out[:, s0:s0 + len(p)])
+            few_rows(self.parts, self.starts, x, out)    # GPTQ / AWQ decode (quant.py)
             return out
         step = _rows(BLOCK_BYTES, self.shape[1])
         blocks = self.blocks(step)

@@ -281,9 +281,10 @@ FLASH_NEXT = os.path.join(ROOT, "golden", "checkpoints", "qwen4_exp_text")
 SHARD = "model.layers.1.ple.ple_embedding.ngram_embedding.shard_{}.weight"
 
 
-def rewrite_safetensors(path, drop=(), rows=None):
-    """Copy a safetensors file's tensors as stored, leaving out `drop` and keeping only the first
-    rows[name] rows of a tensor."""
+def rewrite_safetensors(path, drop=(), rows=None, replace=None, dtypes=None):
+    """Copy a safetensors file's tensors as stored, leaving out `drop`, keeping only the first
+    rows[name] rows of a tensor, writing replace[name] (an array) instead of a tensor, and relabelling
+    a tensor's bytes as dtypes[name]."""
     from npqwen.weights import read_header
     start, tensors, _ = read_header(path)
     with open(path, "rb") as f:
@@ -293,6 +294,12 @@ def rewrite_safetensors(path, drop=(), rows=None):
         if name in drop:
             continue
         raw = data[begin:end]
+        if replace and name in replace:
+            a = np.ascontiguousarray(replace[name])
+            raw, shape = a.tobytes(), a.shape
+            dtype = {np.dtype(np.float32): "F32", np.dtype(np.int32): "I32", np.dtype(np.float16): "F16"}[a.dtype]
+        if dtypes and name in dtypes:
+            dtype = dtypes[name]
         if rows and name in rows:
             raw = raw[:len(raw) // shape[0] * rows[name]]
             shape = (rows[name],) + tuple(shape[1:])
@@ -328,6 +335,35 @@ def flash_next_config(**changes):
         edit_config(d, **changes)
         load_model(d)
     return f
+
+
+FP8 = os.path.join(ROOT, "golden", "checkpoints", "fp8_qwen3")
+GPTQ = os.path.join(ROOT, "golden", "checkpoints", "gptq_qwen2")
+
+
+def quantized_case(src, **changes):
+    """A copy of a quantized golden checkpoint with its tensors changed (rewrite_safetensors), run from the command line."""
+    def case(tmp):
+        d = copy_ckpt(tmp, src)
+        rewrite_safetensors(os.path.join(d, "model.safetensors"), **changes)
+        cli("--model", d, "hi")
+    return case
+
+
+def quant_config(src, **changes):
+    def case(tmp):
+        d = copy_ckpt(tmp, src)
+        with open(os.path.join(d, "config.json")) as f:
+            qc = json.load(f)["quantization_config"]
+        edit_config(d, quantization_config={k: v for k, v in {**qc, **changes}.items() if v is not None})
+        cli("--model", d, "hi")
+    return case
+
+
+def quantized_without_config(tmp):
+    d = copy_ckpt(tmp, GPTQ)
+    edit_config(d, quantization_config=None)
+    cli("--model", d, "hi")
 
 
 def image_file(tmp, data, name="x.png"):
@@ -473,6 +509,22 @@ CASES = [
      "--chat"),
     ("image: two images, placeholders for one", image_count_mismatch, "1 image"),
     ("image: an image's placeholders cut short", image_run_too_short, "<|image_pad|>"),
+    ("FP8 checkpoint: a scale grid of the wrong shape",
+     quantized_case(FP8, replace={"model.layers.0.mlp.down_proj.weight_scale_inv": np.ones((2, 2), np.float32)}),
+     "needs [2, 3]"),
+    ("FP8 checkpoint: an F8_E4M3 weight without its scales",
+     quantized_case(FP8, drop=("model.layers.1.self_attn.o_proj.weight_scale_inv",)), "is missing"),
+    ("GPTQ checkpoint: a missing qzeros", quantized_case(GPTQ, drop=("model.layers.0.mlp.up_proj.qzeros",)),
+     "up_proj.qzeros is missing"),
+    ("GPTQ checkpoint: g_idx out of range",
+     quantized_case(GPTQ, replace={"model.layers.0.self_attn.q_proj.g_idx": np.arange(64, dtype=np.int32) * 1000}),
+     "outside the"),
+    ("GPTQ checkpoint: a qweight of dtype F32", quantized_case(GPTQ, dtypes={"model.layers.1.mlp.down_proj.qweight": "F32"}),
+     "qweight is F32"),
+    ("quantization_config: quant_method bitsandbytes", quant_config(GPTQ, quant_method="bitsandbytes"), "'bitsandbytes'"),
+    ("quantization_config: 3 bits", quant_config(GPTQ, bits=3), "bits 3"),
+    ("quantization_config: checkpoint_format marlin", quant_config(GPTQ, checkpoint_format="marlin"), "'marlin'"),
+    ("quantized tensors but no quantization_config", quantized_without_config, "no quantization_config"),
     ("compare: a dump without input_ids", dump_with(input_ids=None), "no input_ids"),
     ("compare: input_ids as floats", dump_with(input_ids=np.zeros((1, 11), np.float32)), "integers"),
     ("compare: logits of another vocabulary", dump_with(logits=np.zeros((1, 11, 320), np.float32)), "vocab_size"),
