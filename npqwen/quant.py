@@ -577,7 +577,8 @@ def _int4(t, base, qcfg, where):
     groups = size
     if g is not None:
         if g.ndim != 1 or g.shape[0] != cols or g.dtype.kind not in "iu":
-            raise CheckpointError(f"{where}{base}.g_idx is {g.dtype} of shape {list(g.shape)}, expected {cols} integers")
+            raise CheckpointError(f"{where}{base}.g_idx is {stored_name(g.dtype)} of shape {list(g.shape)}, expected "
+                                  f"{cols} integers (one group index per input channel)")
         g = np.asarray(g, np.int64)
         bad = np.flatnonzero((g < 0) | (g >= n_groups))
         if bad.size:

@@ -13,12 +13,14 @@ from npqwen.info import summary
 from npqwen.weights import open_checkpoint
 
 
-def golden_tensors(case):
-    return open_checkpoint(os.path.join(CHECKPOINTS, case))
+def golden_tensors(case):   # (a quantized checkpoint's weights as quant.py reads them)
+    from npqwen.quant import wrap
+    return wrap(open_checkpoint(os.path.join(CHECKPOINTS, case)), golden_model(case).config.quant, case)
 
 
 @pytest.mark.parametrize("case", ["gqa3_bf16", "sliding_window", "rope_yarn_4x", "qwen3_headdim_bias",
-                                  "qwen3_tied_window", "qwen2_moe_shared", "qwen3_moe_step2"])
+                                  "qwen3_tied_window", "qwen2_moe_shared", "qwen3_moe_step2",
+                                  "fp8_qwen3", "gptq_qwen2_actorder", "awq_qwen2"])
 def test_walkthrough_numbers_are_the_models(case):
     model, tensors = golden_model(case), golden_tensors(case)
     ids = list(np.random.default_rng(4).integers(1, 320, 21))
