@@ -7,6 +7,7 @@
     python scripts/bench.py --shape 7b --weights bf16 --no-transformers --lengths 16 --new-tokens 8
     python scripts/bench.py --shape qwen3-30b-a3b --layers 2   # a mixture of experts, its first 2 layers
     python scripts/bench.py --score --lengths 512 2048   # scoring: every position's log-probability
+    python scripts/bench.py --weights bf16 --quant fp8 gptq awq   # quantized copies of the same weights
 
 Every measurement runs in its own process (so each one's peak resident memory is its own), the
 two implementations interleaved over --repeats rounds so machine drift cancels; the best round of
@@ -23,6 +24,12 @@ decode after the shortest. It prints the CPU model and the BLAS library,
 version, kernel and threads (threadpoolctl) with every table. transformers is measured only if
 torch and transformers are importable.
 Prints a table and writes it as JSON (--json).
+
+--quant fp8|gptq|awq also measures npqwen on copies of the same weights quantized into those
+formats (scripts/quantize_checkpoint.py, round to nearest: FP8 with 128 x 128 tiles and bf16 scales
+as Qwen3's releases, GPTQ and AWQ int4 in groups of 128), kept quantized as stored (--weights bf16);
+each is compared with "npqwen bf16" when that is measured too, and its decode is reported as the
+bytes it reads per token (the quantized layers as stored, the LM head in bf16) over the bandwidth.
 
 --score measures scoring instead (python -m npqwen.score): one forward over a window of each length
 that keeps every position's next-token log-probability, npqwen with its LM head and log-softmax a
@@ -93,8 +100,8 @@ def worker_npqwen(args):
 
     t0 = time.perf_counter()
     model = load_model(args.model, weights=args.weights)
-    res = {"load_s": time.perf_counter() - t0, "weights": model.weights_mode,
-           "stored_bytes": int(np.dtype(model.embed.dtype).itemsize)}
+    res = {"load_s": time.perf_counter() - t0, "weights": model.weights_mode + (
+        f" ({model.config.quant.label})" if model.config.quant else ""), "stored_bytes": int(np.dtype(model.embed.dtype).itemsize)}
     V = model.config.vocab_size
     rng = np.random.default_rng(0)
     model.forward(rng.integers(0, V, (1, WARMUP)), logits_to_keep=1)  # untimed
@@ -265,6 +272,22 @@ def machine():
     return f"{cpu} [{flags}], {os.cpu_count()} cores; NumPy {np.__version__} BLAS: {blas or 'none found'}"
 
 
+def quantized_bytes(cfg) -> int:
+    """Bytes a decode step reads from a quantized checkpoint's layers as stored, and its LM head (bf16)."""
+    from npqwen.quant import released_quantized, stored_bytes
+    from npqwen.weights import expected_shapes
+    total = 0
+    for name, shape in expected_shapes(cfg).items():
+        if released_quantized(name, shape):
+            total += stored_bytes(cfg.quant, shape)
+        elif ".layers." in name or name == "lm_head.weight" or (cfg.tie_word_embeddings and "embed_tokens" in name):
+            total += 2 * int(np.prod(shape))
+    return int(total)
+
+
+QUANT_OPTIONS = {"fp8": dict(scale_dtype="BF16"), "gptq": dict(group=128), "awq": dict(group=128)}
+
+
 def work_per_token(cfg, prompt_len, weight_bytes=4):
     """-> (prefill FLOPs per prompt token, decode bytes of weights (weight_bytes per parameter: 4 in
     float32 mode, 2 for bf16 kept as stored) + float32 KV cache read per token)."""
@@ -290,7 +313,10 @@ def run_worker(impl, args):
     env = dict(os.environ, OPENBLAS_NUM_THREADS=str(args.threads), OMP_NUM_THREADS=str(args.threads),
                MKL_NUM_THREADS=str(args.threads))
     name, _, mode = impl.partition(" ")
-    cmd = [sys.executable, __file__, "--worker", name, "--model", args.model, "--threads", str(args.threads),
+    model = args.model
+    if mode in QUANT_OPTIONS:   # a quantized copy, kept as stored
+        model, mode = args.quantized[mode], "bf16"
+    cmd = [sys.executable, __file__, "--worker", name, "--model", model, "--threads", str(args.threads),
            "--weights", mode or "auto", "--new-tokens", str(args.new_tokens), "--prefills", str(args.prefills),
            "--lengths", *map(str, args.lengths)] + (["--score"] if args.score else [])
     r = subprocess.run(cmd, env=env, capture_output=True, text=True)
@@ -323,6 +349,8 @@ def main():
     p.add_argument("--no-transformers", action="store_true")
     p.add_argument("--delete", action="store_true", help="delete the generated checkpoint afterwards")
     p.add_argument("--score", action="store_true", help="measure scoring (every position's log-probability) instead")
+    p.add_argument("--quant", nargs="+", choices=list(QUANT_OPTIONS), default=[],
+                   help="also measure quantized copies of the weights (built once, cached beside the checkpoint)")
     p.add_argument("--json", default="bench.json")
     p.add_argument("--worker", choices=("npqwen", "transformers"), help=argparse.SUPPRESS)
     args = p.parse_args()
@@ -346,10 +374,18 @@ def main():
 
     from npqwen.config import ModelConfig
     cfg = ModelConfig.from_file(args.model)
+    args.quantized = {}
+    for method in args.quant:
+        folder = os.path.join(CACHE, os.path.basename(os.path.normpath(args.model)) + f"-{method}")
+        if not os.path.isfile(os.path.join(folder, "model.safetensors")):
+            print(f"quantizing {args.model} into {folder} (once)", file=sys.stderr)
+            from quantize_checkpoint import quantize_folder
+            quantize_folder(args.model, folder, method, **QUANT_OPTIONS[method])
+        args.quantized[method] = folder
     others = [] if args.no_transformers or not have_transformers() else ["transformers"]
     if args.score:
         return score_table(args, cfg, [f"npqwen {args.weights[0]}"] + others, generated)
-    ours = [f"npqwen {w}" for w in dict.fromkeys(args.weights)]
+    ours = [f"npqwen {w}" for w in dict.fromkeys(args.weights)] + [f"npqwen {m}" for m in args.quant]
     impls = ours + others
     best = {impl: {} for impl in impls}
     samples = {"matmul_gflops": [], "bandwidth_gbs": [], "numpy_matvec_gbs": []}
@@ -378,6 +414,10 @@ def main():
             flops, _ = work_per_token(cfg, n)
             frac[impl][f"prefill_{n}_tok_s"] = f"{res[f'prefill_{n}_tok_s'] * flops / 1e9 / ceilings['matmul_gflops']:.0%} of matmul rate"
         _, bytes_tok = work_per_token(cfg, n0, 4 if res["weights"] == "float32" else res["stored_bytes"])
+        method = impl.partition(" ")[2]
+        if method in args.quantized:   # the layers as stored, not 2 bytes a parameter
+            qcfg = ModelConfig.from_file(args.quantized[method])
+            bytes_tok += quantized_bytes(qcfg) - work_per_token(cfg, n0, 2)[1] + work_per_token(cfg, n0, 0)[1]
         frac[impl]["decode_tok_s"] = (f"{res['decode_tok_s'] * bytes_tok / 1e9 / ceilings['bandwidth_gbs']:.0%} of "
                                       f"read bandwidth ({bytes_tok / 1e9:.2f} GB/token)")
         after = decode_key(args, args.lengths[-1])
@@ -388,7 +428,8 @@ def main():
               ([f"decode_after_{args.lengths[-1]}_tok_s"] if len(args.lengths) > 1 else []) + \
               ["load_s", "peak_rss_mb", "peak_anon_mb"]
     ratios = [(a, b) for a in ours for b in others] + \
-             ([("npqwen bf16", "npqwen float32")] if {"npqwen bf16", "npqwen float32"} <= set(ours) else [])
+             ([("npqwen bf16", "npqwen float32")] if {"npqwen bf16", "npqwen float32"} <= set(ours) else []) + \
+             ([(f"npqwen {m}", "npqwen bf16") for m in args.quant] if "npqwen bf16" in ours else [])
     lines = [f"model: {args.model} ({cfg.model_type}, {cfg.num_hidden_layers} layers, hidden {cfg.hidden_size}, "
              f"vocab {cfg.vocab_size}); threads {args.threads}; "
              + ", ".join(f"{impl}: weights {best[impl]['weights']}" for impl in ours),
