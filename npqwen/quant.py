@@ -425,19 +425,25 @@ class AWQ(Int4):
         return np.ascontiguousarray(xg), xg.sum(2)
 
     def tile(self, xg, xsum, g0, g1, a, b, acc):  # as GPTQ's, with the 8 values of a word 8 outputs
-        size, w8 = self.groups, (b - a) // 8
+        """AWQ packs along the output, so a byte of a word holds two outputs' values, lo + 16 hi, with no
+        input between them: its low and high halves, taken on the bytes and converted, are two matrices
+        [inputs, outputs / 2] whose products with x are every output's x . q. (Cheaper than masking the
+        int32 words: the mask runs on bytes, and there are half as many conversions a slab.)"""
+        size, w8, n = self.groups, (b - a) // 8, len(acc)
         c = (self.c0 + a) // 8
-        q = self.qweight[g0 * size:g1 * size, c:c + w8].reshape(g1 - g0, 1, size, w8)
-        slab = values_slab(q, (g1 - g0, 8, size, w8))         # value j of each word: output 8c + AWQ_ORDER[j]
-        r = np.matmul(xg[:, None], slab)                       # [groups, 8, n, w8]
-        r *= UNSHIFT[None, :, None, None]
+        byte = self.qweight[g0 * size:g1 * size, c:c + w8].view(np.uint8)      # [rows, 4 w8]: byte j of word c
+        byte = byte.reshape(g1 - g0, size, 4 * w8)
+        LH = scratch("slab", (2, g1 - g0, size, 4 * w8))                       # (each converted as computed)
+        np.bitwise_and(byte, np.uint8(15), out=LH[0], dtype=np.uint8, casting="unsafe")
+        np.right_shift(byte, np.uint8(4), out=LH[1], dtype=np.uint8, casting="unsafe")
+        r = np.matmul(xg[None], LH)                            # [2, groups, n, 4 w8]: x . lo, x . hi
+        r = r.transpose(1, 2, 3, 0).reshape(g1 - g0, n, w8, 8)  # value 2j + h of word c: output 8c + AWQ_ORDER[2j + h]
         z = self.qzeros[g0:g1, c:c + w8]
-        z = ((z[:, None, :] >> np.arange(0, 32, 4, dtype=np.int32)[None, :, None]) & 15).astype(np.float32)
-        z[:, 7] -= 8                                           # [groups, 8, w8], value j of each word (7: read as q - 8)
+        z = ((z[:, :, None] >> np.arange(0, 32, 4, dtype=np.int32)) & 15).astype(np.float32)   # [groups, w8, 8]
         s = self.scales[g0:g1, self.c0 + a:self.c0 + b].astype(np.float32).reshape(g1 - g0, w8, 8)[:, :, AWQ_ORDER]
-        r -= z[:, :, None, :] * xsum[:, None, :, None]
-        r *= s.transpose(0, 2, 1)[:, :, None, :]
-        acc.reshape(len(acc), w8, 8)[:, :, AWQ_ORDER] += r.sum(0).transpose(1, 2, 0)
+        r -= z[:, None] * xsum[:, :, None, None]
+        r *= s[:, None]
+        acc.reshape(n, w8, 8)[:, :, AWQ_ORDER] += r.sum(0)
 
     @property
     def out(self):
@@ -449,14 +455,13 @@ class AWQ(Int4):
 
 def values_slab(q, shape):
     """Packed words q [g, 1, k, w] -> float32 slab [g, 8, k, w]: value j of each word, masked in place
-    (q * 16^j), in one mask and one conversion over the whole slab. Value 7 holds the sign bit of
-    the int32: with that bit flipped first, it reads as the int32 (q - 8) * 2^28, exactly."""
+    (q * 16^j) and converted to float32 in the same pass (NumPy's buffered cast, in cache), over the
+    whole slab at once. Value 7 holds the sign bit of the int32: with that bit flipped first, it
+    reads as the int32 (q - 8) * 2^28, exactly."""
     flipped = scratch("words", q.shape).view(np.int32)
     np.bitwise_xor(q, SIGN, out=flipped)
-    m = scratch("values", shape).view(np.int32)
-    np.bitwise_and(flipped, MASKS, out=m)
     slab = scratch("slab", shape)
-    np.copyto(slab, m, casting="unsafe")
+    np.bitwise_and(flipped, MASKS, out=slab, dtype=np.int32, casting="unsafe")
     return slab
 
 
