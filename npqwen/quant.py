@@ -44,6 +44,7 @@ dequantize into buf as W^T [in, rows], the layout their packing gives without a 
 hand back the transposed view (BLAS multiplies either layout).
 """
 
+import functools
 import math
 from dataclasses import dataclass
 
@@ -62,6 +63,14 @@ TWO_120 = np.float32(2.0 ** 120)
 MASKS = (np.uint32(15) << 4 * np.arange(8, dtype=np.uint32)).view(np.int32)[None, :, None, None]  # value j in place
 UNSHIFT = np.array([16.0 ** -j for j in range(8)], np.float32)  # ... is q * 16^j: undone on x or on the products
 SIGN = np.uint32(1 << 31).astype(np.int32)
+@functools.lru_cache(maxsize=256)
+def awq_columns(w8):
+    """w8 words of outputs in the low-then-high-halves layout: the output of column (h, 4c + j), which is
+    value 2j + h of word c."""
+    h, c, j = np.meshgrid(np.arange(2), np.arange(w8), np.arange(4), indexing="ij")
+    return (8 * c + AWQ_ORDER[2 * j + h]).reshape(-1)
+
+
 FEW_ROWS = 16              # products with at most this many rows of x take the few-rows path (Int4.few_rows)
 TILE_COLUMNS = 4096        # its slabs: up to this many outputs wide (long contiguous rows for NumPy's loops)...
 TILE_FLOATS = 1 << 19      # ...and about this many values (2 MB of float32)
@@ -451,6 +460,24 @@ class AWQ(Int4):
 
     def unpack_values(self, n, cols):  # qweight [in, out / 8] -> int32 [in, n]
         return unpack_columns(self.qweight, self.c0, n, AWQ_SHIFTS)
+
+    def product(self, x, buf, out):  # a block of a prompt's product, whole words: W^T from the bytes' halves
+        if not self.aligned:
+            return super().product(x, buf, out)
+        n, cols = self.shape
+        w8, c, size = n // 8, self.c0 // 8, self.groups
+        byte = self.qweight[:, c:c + w8].view(np.uint8)                       # [in, 4 w8]
+        wt = buf.reshape(-1)[:cols * n].reshape(cols, 2, 4 * w8)             # low halves, then high halves
+        np.bitwise_and(byte, np.uint8(15), out=wt[:, 0], dtype=np.uint8, casting="unsafe")
+        np.right_shift(byte, np.uint8(4), out=wt[:, 1], dtype=np.uint8, casting="unsafe")
+        zbyte = self.qzeros[:, c:c + w8].view(np.uint8)                       # the zeros alike: [groups, 2, 4 w8]
+        z = np.stack([zbyte & 15, zbyte >> 4], axis=1).astype(np.float32)
+        order = awq_columns(w8)                                              # column (h, 4c + j): output 8c + AWQ_ORDER[2j + h]
+        s = self.scales[:, self.c0:self.c0 + n].astype(np.float32)[:, order].reshape(-1, 2, 4 * w8)
+        v = wt.reshape(-1, size, 2, 4 * w8)                                   # exactly (q - z) * s, in float32
+        np.subtract(v, z[:, None], out=v)
+        np.multiply(v, s[:, None], out=v)
+        out[:, order] = np.matmul(x, wt.reshape(cols, n))
 
 
 def values_slab(q, shape):
