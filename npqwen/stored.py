@@ -3,7 +3,7 @@
 NumPy has no bf16 matrix product: BLAS wants float32. Upcasting every weight once at load (the
 float32 mode) doubles the memory, and decode then reads 4 bytes per parameter per token. A
 StoredMatrix instead keeps the memory-mapped rows as stored and, for each product, upcasts a
-block of about BLOCK_BYTES of rows into a small float32 buffer and multiplies it while it is still
+block of rows (about twice the L2 cache's bytes, below) into a small float32 buffer and multiplies it while it is still
 in the CPU's cache: memory carries only the 2 stored bytes of each parameter. The blocks are
 shared out over the cores (threads.py), each upcast and multiplied there by BLAS on one thread,
 for one row of x (decode) as for thousands (a prompt). (A long prompt's product could instead
@@ -29,7 +29,7 @@ import numpy as np
 from .quant import FEW_ROWS, Int4, Quantized, few_rows
 from .threads import parallel, scratch, split
 
-BLOCK_BYTES = 2 << 20    # float32 bytes of rows per block (measured best of 0.5 to 8 MB here)
+BLOCK_BYTES = None       # float32 bytes of rows per block; None: twice the L2 cache (BLOCK, below)
 ALIGN = 64               # block boundaries, in rows
 SMALL = 1 << 16          # matrices with fewer elements are simply upcast at load (norms, a router)
 
@@ -51,7 +51,7 @@ class StoredMatrix:
         if len(x) <= FEW_ROWS and all(isinstance(p, Int4) and p.tiled for p in self.parts):
             few_rows(self.parts, self.starts, x, out)    # GPTQ / AWQ decode (quant.py)
             return out
-        step = _rows(BLOCK_BYTES, self.shape[1])
+        step = _rows(BLOCK_BYTES or BLOCK["bytes"], self.shape[1])
         blocks = self.blocks(step)
 
         def work(share):  # on one core: upcast a block into this thread's buffer, multiply it there
@@ -133,6 +133,34 @@ def _choose(src, dst):
 
 UPCAST = {"choice": None, "rates": {}}   # which bf16 upcast this machine runs, and each one's values per second
 _UPCAST = [_choose]
+
+
+# The block size, from the L2 cache the machine reports: twice one core's. Measured on AMD EPYCs with
+# 1 MB of L2 a core, bf16 decode of the 0.5B shape (tokens/s, one process, 32 steps a size):
+#   earlier session:  512 KB 9.0-9.2, 1 MB 11.0-11.3, 2 MB 12.4-13.8, 4 MB 8.4, 8 MB 6.8
+#   this session:     512 KB 6.4-7.7, 1 MB 7.3-8.0,  2 MB 7.3-8.1,  4 MB 5.9-7.2 (three rounds)
+# So 1 to 2 times the L2, and never 4: a block is upcast into one buffer and multiplied from it while
+# the next is being read. (Timing the candidates on the first large matrix, as the upcast is chosen,
+# was tried and rejected: alone, one matrix ran within 5% at every size and the timing picked 4 MB,
+# the slowest in the model, where the other steps share the cache.)
+def l2_bytes(root="/sys/devices/system/cpu/cpu0/cache") -> int:
+    """The L2 cache of one core, as the machine reports it (Linux sysfs), or 1 MB when it does not."""
+    import glob
+    for d in sorted(glob.glob(f"{root}/index*")):
+        try:
+            with open(f"{d}/level") as f:
+                level = f.read().strip()
+            with open(f"{d}/size") as f:
+                size = f.read().strip()
+        except OSError:
+            continue
+        if level == "2" and size[:-1].isdigit():
+            return int(size[:-1]) << {"K": 10, "M": 20}.get(size[-1], 0)
+    return 1 << 20
+
+
+BLOCK = {"l2": l2_bytes()}
+BLOCK["bytes"] = 2 * BLOCK["l2"]
 
 
 def _rows(nbytes, cols):

@@ -120,9 +120,11 @@ def worker_npqwen(args):
             for _ in range(args.new_tokens):
                 tok = model.forward(tok[:, None], cache=cache).logits[:, -1].argmax(-1)
             res[decode_key(args, n)] = args.new_tokens / (time.perf_counter() - t0)
-    from npqwen.stored import UPCAST   # bf16 mode: the upcast this machine chose, and both ways' rates
+    from npqwen.stored import BLOCK, UPCAST   # bf16 mode: the upcast and block size this machine chose, and their rates
     if UPCAST["choice"]:
         res["bf16_upcast"] = UPCAST["choice"] + " (" + ", ".join(f"{k} {v / 1e9:.1f} G/s" for k, v in UPCAST["rates"].items()) + ")"
+    if UPCAST["choice"]:
+        res["bf16_block"] = f"{BLOCK['bytes'] >> 10} KB (twice the {BLOCK['l2'] >> 10} KB L2 the machine reports)"
     res["peak_rss_mb"] = peak_rss_mb()
     # bf16 weights map the file: its pages count in RSS but are the page cache's, reclaimable;
     # anonymous memory (float32 weights, buffers, KV cache) is what must fit. Sampled after each

@@ -88,3 +88,16 @@ def test_both_bf16_upcasts_are_exact(seed):
     stored.upcast([src[:10], src[10:]], buf)
     np.testing.assert_array_equal(buf, want)
     assert stored.UPCAST["choice"] in ("shift", "copyto")
+
+
+def test_the_block_size_follows_the_l2_cache_the_machine_reports(tmp_path):
+    from npqwen.stored import l2_bytes
+    for i, (level, size) in enumerate([("1", "32K"), ("1", "32K"), ("2", "2048K"), ("3", "32768K")]):
+        d = tmp_path / f"index{i}"
+        d.mkdir()
+        (d / "level").write_text(level + "\n")
+        (d / "size").write_text(size + "\n")
+    assert l2_bytes(str(tmp_path)) == 2 << 20
+    (tmp_path / "index2" / "size").write_text("1M\n")
+    assert l2_bytes(str(tmp_path)) == 1 << 20
+    assert l2_bytes(str(tmp_path / "nothing")) == 1 << 20      # no sysfs: 1 MB
