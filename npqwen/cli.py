@@ -76,6 +76,15 @@ def _parser():
                    help="the reply is a JSON object, by constrained decoding (as response_format json_object)")
     p.add_argument("--json", action="store_true",
                    help="write one JSON object per generated token (id, text, token, finish_reason) instead of text")
+    spec = p.add_mutually_exclusive_group()
+    spec.add_argument("--prompt-lookup", type=int, metavar="N",
+                      help="speculative decoding: draft up to N tokens a round from the context (what followed the "
+                           "last tokens where they occurred before) and check them in one forward; the same output")
+    spec.add_argument("--draft-model", metavar="DIR",
+                      help="speculative decoding: a smaller checkpoint with the same tokenizer drafts tokens, the model "
+                           "checks them in one forward; the same output (greedy) or distribution (sampling)")
+    p.add_argument("--draft-tokens", type=int, default=5, metavar="N",
+                   help="with --draft-model: tokens it drafts a round (default 5)")
     p.add_argument("--logprobs", type=int, metavar="K",
                    help="(implies --json) each token's log-probability under the distribution it was drawn from "
                         "(after the sampling processors, as transformers' output_scores) and the K most likely "
@@ -94,6 +103,13 @@ def _validate(args):
         raise NpqwenError(f"--logprobs must be an integer >= 0 (how many alternatives to list), found {args.logprobs}")
     if args.seed is not None and args.seed < 0:
         raise NpqwenError(f"--seed must be an integer >= 0 (leave it out for a random seed), found {args.seed}")
+    if args.prompt_lookup is not None and not 1 <= args.prompt_lookup <= 64:
+        raise NpqwenError(f"--prompt-lookup must be 1 to 64 (tokens drafted a round), found {args.prompt_lookup}")
+    if not 1 <= args.draft_tokens <= 64:
+        raise NpqwenError(f"--draft-tokens must be 1 to 64, found {args.draft_tokens}")
+    if (args.prompt_lookup is not None or args.draft_model) and (args.logprobs is not None or args.image
+                                                                 or args.json_schema or args.json_object):
+        raise NpqwenError("--prompt-lookup and --draft-model do not combine with --logprobs, --image or JSON mode")
     given = {k: getattr(args, k) for k in ("temperature", "top_k", "top_p", "min_p", "repetition_penalty")
              if getattr(args, k) is not None}
     SamplingSettings(**given).validate()
@@ -178,8 +194,9 @@ def _run(model, tok, ids, args, settings, eos, max_new, images=None):
     if getattr(args, "grammar", None) is not None:   # a fresh grammar state for each reply
         from .structured import Constraint
         constraint = Constraint(*args.grammar)
+    stats = {}
     for last in generate(model, tok, ids, max_new, settings, args.seed, eos, logprobs=args.logprobs, images=images,
-                         constraint=constraint):
+                         constraint=constraint, draft=_drafter(args), stats=stats):
         if t_first is None:
             t_first = time.perf_counter()
         n += 1
@@ -197,7 +214,11 @@ def _run(model, tok, ids, args, settings, eos, max_new, images=None):
     decode = f", decode {(n - 1) / (t_end - t_first):.1f} tok/s" if n > 1 else ""
     reason = {"eos": "end of sequence", "length": f"--max-new-tokens {max_new}",
               "context": f"the context limit of {context_limit(model.config)} tokens"}.get(last.finish_reason, "?")
-    print(f"[{len(ids)} prompt tokens, prefill {len(ids) / (t_first - t0):.1f} tok/s; {n} new tokens{decode}; "
+    spec = ""
+    if stats.get("rounds"):   # speculative decoding: how many drafts the model kept
+        spec = (f"; {stats['accepted']} of {stats['drafted']} drafted tokens kept, {n} tokens in {stats['rounds']} "
+                f"forwards")
+    print(f"[{len(ids)} prompt tokens, prefill {len(ids) / (t_first - t0):.1f} tok/s; {n} new tokens{decode}{spec}; "
           f"stopped at {reason}]", file=sys.stderr)
     return "".join(pieces)
 
@@ -271,6 +292,7 @@ def generate_main(argv=None) -> int:
         messages = [{"role": "system", "content": args.system}] if args.system else []
         images = _images(args, cfg)
         args.grammar = _grammar(args, tok, cfg, eos)
+        _load_draft(args, tok, cfg)
         if prompt is not None:  # encode and check the length before anything is printed
             ids = _encode(tok, messages + [user_message(prompt, len(args.image or ()))] if args.chat else prompt,
                           args.think, images, cfg)
@@ -292,6 +314,33 @@ def generate_main(argv=None) -> int:
             _interactive(model, tok, messages, args, settings, eos, max_new, images, cfg)
         return 0
     return run_tool(main, argv)
+
+
+def _drafter(args):
+    """--prompt-lookup / --draft-model -> a speculative drafter (a fresh one for each reply), or None."""
+    from .speculative import DraftModel, PromptLookup
+    if args.prompt_lookup is not None:
+        return PromptLookup(args.prompt_lookup)
+    if getattr(args, "draft_model_loaded", None) is not None:
+        return DraftModel(args.draft_model_loaded, args.draft_tokens)
+    return None
+
+
+def _load_draft(args, tok, cfg):
+    """--draft-model DIR: loaded once, checked to share the model's tokenizer and to be rewindable."""
+    args.draft_model_loaded = None
+    if args.prompt_lookup is None and not args.draft_model:
+        return
+    from .speculative import check_rewindable
+    check_rewindable(cfg, "the model")
+    if not args.draft_model:
+        return
+    folder = model_folder(resolve_model(args.draft_model, None))
+    check_rewindable(Qwen2Config.from_file(folder), "the draft model")
+    if Tokenizer(folder).tok.get_vocab(with_added_tokens=True) != tok.tok.get_vocab(with_added_tokens=True):
+        raise NpqwenError(f"--draft-model {_printable(args.draft_model)}: its tokenizer is not the model's "
+                          f"(its ids would mean other text)")
+    args.draft_model_loaded = load_model(folder, weights=args.weights)
 
 
 def _grammar(args, tok, cfg, eos):

@@ -124,11 +124,12 @@ def _check_cache_fits(cfg, batch, positions):
 
 
 def generate(model, tokenizer, prompt, max_new_tokens=256, settings=None, seed=None, eos_ids=None, max_context=None,
-             logprobs=None, images=None, constraint=None):
+             logprobs=None, images=None, constraint=None, draft=None, stats=None):
     """Stream the continuation of one prompt (a string, or a list of token ids) as Token objects.
     With a tokenizer, the texts of the tokens joined are tokenizer.decode(ids, skip_special_tokens=True)
     of the new ids, whatever stopped generation. logprobs=K: each Token carries its logprob and
-    the K most likely alternatives (top_logprobs)."""
+    the K most likely alternatives (top_logprobs). draft: a speculative.PromptLookup or DraftModel,
+    to decode speculatively (stats, a dict, then receives its rounds, drafted and accepted counts)."""
     if tokenizer is not None:
         tokenizer.check_fits(model.config.vocab_size)
     if isinstance(prompt, str):
@@ -144,8 +145,13 @@ def generate(model, tokenizer, prompt, max_new_tokens=256, settings=None, seed=N
     stream = tokenizer.stream() if tokenizer is not None else None
     limit = max_context or context_limit(model.config)
     n = 0
-    for step in generate_steps(model, [ids], max_new_tokens, settings, seed, eos_ids, max_context=limit,
-                               logprobs=logprobs, images=images, constraint=constraint):
+    if draft is not None:
+        steps = _speculative(model, ids, max_new_tokens, settings, seed, eos_ids, limit, draft, stats,
+                             logprobs, images, constraint)
+    else:
+        steps = generate_steps(model, [ids], max_new_tokens, settings, seed, eos_ids, max_context=limit,
+                               logprobs=logprobs, images=images, constraint=constraint)
+    for step in steps:
         lp = top = None
         if logprobs is not None:
             step, [(lp, top)] = step
@@ -157,6 +163,27 @@ def generate(model, tokenizer, prompt, max_new_tokens=256, settings=None, seed=N
         if stream is not None:  # the eos id too, as transformers' streamer gets it (a special token decodes to "")
             text = stream.feed(tok) + (stream.flush() if reason else "")
         yield Token(tok, text, reason, lp, top)
+
+
+def _speculative(model, ids, max_new_tokens, settings, seed, eos_ids, limit, draft, stats, logprobs, images, constraint):
+    """generate's steps, drafted and checked in rounds (speculative.py), as [1] arrays."""
+    from .speculative import speculative_steps
+    if logprobs is not None or images is not None or constraint is not None:
+        raise NpqwenError("speculative decoding (prompt lookup, a draft model) does not combine with logprobs, "
+                          "images or a JSON schema")
+    settings = (settings or SamplingSettings()).validate()
+    if not _is_int(max_new_tokens) or max_new_tokens < 1:
+        raise NpqwenError(f"max_new_tokens must be an integer of at least 1, found {max_new_tokens!r}")
+    if seed is not None and (not _is_int(seed) or seed < 0):
+        raise NpqwenError(f"the seed must be an integer >= 0 (or None for a random one), found {seed!r}")
+    if len(ids) >= limit:
+        raise NpqwenError(f"the prompt is {len(ids)} tokens long; the model's context is {limit} tokens, "
+                          f"leaving no room to generate")
+    steps = min(max_new_tokens, limit - len(ids))
+    _check_cache_fits(model.config, 1, len(ids) + steps)
+    eos = np.asarray(list(eos_ids), np.int64)
+    for token in speculative_steps(model, ids, steps, settings, np.random.default_rng(seed), eos, draft, stats=stats):
+        yield np.array([token])
 
 
 def generate_batch(model, prompts, max_new_tokens, settings=None, seed=None, eos_ids=None, pad_id=0,
