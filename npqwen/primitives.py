@@ -9,6 +9,7 @@ import math
 
 import numpy as np
 
+from . import stored
 from .stored import SMALL
 from .threads import WORKERS, blas_threads, parallel, scratch, split
 
@@ -24,7 +25,9 @@ def linear(x, w, b=None):  # [..., in], [out, in], [out] or None -> [..., out]
     stored.StoredMatrix (bf16 kept as stored, upcast a cache-sized block at a time).
     All positions of all rows in one product: stacked [b, 1, d] @ w.T would be b products, each reading w."""
     x2 = x.reshape(-1, x.shape[-1])
-    if isinstance(w, np.ndarray):  # a weight's product: BLAS on every core (threads.py), if it is worth
+    if isinstance(w, np.ndarray) and 1 < len(x2) <= stored.ROW_BY_ROW and w.size >= WIDE_FROM:
+        y = stored.StoredMatrix([w]).matmul_t(x2)   # a few rows: in blocks, row by row (stored.ROW_BY_ROW)
+    elif isinstance(w, np.ndarray):  # a weight's product: BLAS on every core (threads.py), if it is worth
         with blas_threads(WORKERS if w.size >= WIDE_FROM else 1):  # waking them (and leaving them spinning)
             y = x2 @ w.T
     else:
