@@ -73,7 +73,6 @@ def flash_next_summary(cfg: ModelConfig) -> dict:
 def _print_quantized(cfg, s):
     """A quantized checkpoint: its size as stored, and the memory each weights mode keeps resident."""
     from .quant import released_quantized, stored_bytes
-    from .weights import expected_shapes
     shapes = expected_shapes(cfg)
     q = {n: sh for n, sh in shapes.items() if released_quantized(n, sh)}
     n_q = sum(int(np.prod(sh)) for sh in q.values())

@@ -238,7 +238,6 @@ class FP8(Quantized):
     def __init__(self, q, scale, block, r0=0):
         self.q, self.scale, self.block, self.r0 = q, scale, block, r0   # r0: the first row's index in the whole weight
         self.shape = q.shape
-        self.nbytes = q.nbytes
 
     def _rows(self, a, b):
         return FP8(self.q[a:b], self.scale, self.block, self.r0 + a)
@@ -298,7 +297,6 @@ class Int4(Quantized):
         self.qweight, self.qzeros, self.scales, self.groups = qweight, qzeros, scales, groups
         self.c0, self.plus_one = c0, plus_one     # c0: the first row's (output channel's) index in the whole weight
         self.shape = (n, cols)
-        self.nbytes = qweight.nbytes * n // max(1, self.out)
 
     def _rows(self, a, b):
         return type(self)(self.qweight, self.qzeros, self.scales, self.groups, self.c0 + a, b - a, self.shape[1],
@@ -401,7 +399,7 @@ class GPTQ(Int4):
         q = self.qweight[g0 * k:g1 * k, self.c0 + a:self.c0 + b].reshape(g1 - g0, 1, k, width)
         slab = values_slab(q, (g1 - g0, 8, k, width))          # value j of word kk -> slab row j * k + kk
         r = np.matmul(xg, slab.reshape(g1 - g0, size, width))  # [groups, n, width]
-        z = unpack_rows(self.qzeros[g0:g1], self.c0 + a, width, self.shifts_out) + (1 if self.plus_one else 0)
+        z = unpack_columns(self.qzeros[g0:g1], self.c0 + a, width, self.shifts_out) + (1 if self.plus_one else 0)
         s = self.scales[g0:g1, self.c0 + a:self.c0 + b].astype(np.float32)
         xsum, x7sum = sums[:, 0], sums[:, 1]
         r -= z[:, None, :] * xsum[:, :, None] - 8 * x7sum[:, :, None]   # (value 7 was read as q - 8)
@@ -490,12 +488,6 @@ def values_slab(q, shape):
     slab = scratch("slab", shape)
     np.bitwise_and(flipped, MASKS, out=slab, dtype=np.int32, casting="unsafe")
     return slab
-
-
-def unpack_rows(packed, c0, n, shifts):  # the same without the scratch buffer (zeros of a few groups)
-    p0, p1 = c0 // 8, -(-(c0 + n) // 8)
-    v = (packed[:, p0:p1, None] >> shifts) & 15
-    return v.reshape(len(packed), -1)[:, c0 - 8 * p0:c0 - 8 * p0 + n].astype(np.float32)
 
 
 def unpack_columns(packed, c0, n, shifts):

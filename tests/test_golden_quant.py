@@ -7,7 +7,6 @@ test_generation.py run every golden case, these included, with the weights dequa
 here the weights stay quantized, as stored."""
 
 import io
-import os
 import subprocess
 import sys
 from contextlib import redirect_stdout
@@ -19,7 +18,7 @@ from safetensors.numpy import load_file, save_file
 from conftest import CHECKPOINTS, REFERENCES, ROOT, golden_cases, golden_meta
 from npqwen import load_model
 from npqwen.generation import generate_batch
-from npqwen.quant import FP8, GPTQ, AWQ, Int4, Quantized
+from npqwen.quant import Quantized
 from npqwen.stored import StoredMatrix
 from test_generation import prompts_of
 from test_golden import TOL, rel_err

@@ -11,7 +11,7 @@ import pytest
 from conftest import CHECKPOINTS, ROOT, golden_model
 from npqwen import NpqwenError, Tokenizer
 from npqwen.generation import generate
-from npqwen.sampling import SamplingSettings, processed_logits, softmax
+from npqwen.sampling import SamplingSettings, softmax
 from npqwen.speculative import DraftModel, PromptLookup, _check
 
 DEMO = os.path.join(CHECKPOINTS, "demo")
