@@ -12,6 +12,8 @@ or abandoned request leaves it at the next step.
       every row samples its next token and reports its text; finished rows leave,
         their cache contents kept by the prompt cache
       one forward of every remaining row's new token against the batch cache -> logits
+        (or, with a drafter and one row alone: its token and the drafted ones in one forward, the
+        drafts kept or replaced as speculative.py does, several tokens reported at once)
 
 The batch cache holds each row's stored positions right-aligned: row r's n_r positions are the
 last n_r columns, the columns before them left padding (masked, and not counted in its RoPE
@@ -41,6 +43,7 @@ from .generation import Token, context_limit
 from .model import available_memory
 from .logprobs import logit_blocks, score_normed, step_logprobs
 from .sampling import SamplingSettings, draw, processed_logits
+from .speculative import check_draft, check_rewindable
 
 ROOM = 256   # decode steps the batch cache is sized for beyond its longest row, before it is rebuilt
 
@@ -315,17 +318,31 @@ class _Row:
         self.own = None           # its own KVCache, until it joins the batch cache
         self.slot = None          # its row in the batch cache
         self.last = None          # its newest token, not yet run through the model
+        self.ahead = False        # its newest token was chosen by a speculative round, not at the next step
+        self.drafter = None       # speculative decoding: its own drafter, once it speculates
         self.finished = False
+
+    @property
+    def speculates(self):  # drafts are checked token by token like plain sampling, but for these
+        req = self.req        # (logprobs: of the distribution a rejected draft leaves; a grammar's state)
+        return req.logprobs is None and req.images is None and req.constraint is None
 
 
 class Engine:
     """Owns the model: requests are decoded together by one thread, at most max_batch at a time;
     the rest wait in arrival order."""
 
-    def __init__(self, model, tokenizer, eos_ids, max_batch=8, prompt_cache_bytes=1 << 30, after_step=None):
-        """after_step: called in the engine thread after every step (to hand that step's events on at once)."""
+    def __init__(self, model, tokenizer, eos_ids, max_batch=8, prompt_cache_bytes=1 << 30, after_step=None,
+                 drafter=None):
+        """after_step: called in the engine thread after every step (to hand that step's events on at once).
+        drafter: a function making a fresh speculative.PromptLookup or DraftModel: a request decoding
+        alone is then decoded speculatively (with others, the batch shares each reading of the weights)."""
         if max_batch < 1:
             raise NpqwenError(f"max_batch must be at least 1, found {max_batch}")
+        if drafter is not None:
+            check_rewindable(model.config)
+        self.drafter = drafter
+        self.speculative = {"rounds": 0, "drafted": 0, "accepted": 0}
         self.model, self.tok, self.eos = model, tokenizer, set(int(i) for i in eos_ids)
         self.cfg, self.limit, self.max_batch = model.config, context_limit(model.config), max_batch
         self.prompt_cache = PromptCache(prompt_cache_bytes, exact=self.cfg.hybrid)
@@ -378,8 +395,9 @@ class Engine:
     def _step(self, new):
         joining = [row for row in map(self._prefill, new) if row is not None]
         for row in self.rows + joining:
-            if not row.req.cancelled:
+            if not (row.req.cancelled or row.ahead):
                 self._sample(row)
+            row.ahead = False
         stay = [r for r in self.rows if not (r.finished or r.req.cancelled)]
         join = [r for r in joining if not (r.finished or r.req.cancelled)]
         for r in self.rows + joining:
@@ -387,7 +405,9 @@ class Engine:
                 self.prompt_cache.store(r.history[:r.stored], *self._kv(r))
         if join or len(stay) < len(self.rows) or (stay and self.cache.length == self.cache.max_len):
             self._regroup(stay, join)
-        if self.rows:
+        if len(self.rows) == 1 and self.drafter is not None and self.rows[0].speculates:
+            self._speculate(self.rows[0])
+        elif self.rows:
             self._decode()
 
     def _prefill(self, req):
@@ -449,14 +469,18 @@ class Engine:
         tokens[-1].text += stream.flush()
         return tokens
 
-    def _sample(self, row):
-        """Choose the row's next token, as `generate` does, and report it."""
+    def _sample(self, row, draft=None):
+        """Choose the row's next token, as `generate` does, and report it. draft: a drafted token, kept
+        or replaced by rejection sampling (speculative.check_draft) -> whether it was kept."""
         req = row.req
         logits = row.logits[None] if row.bias is None else (row.logits + row.bias)[None]
         if req.constraint is not None:   # structured output: the grammar's tokens only
             logits = req.constraint.allow(logits[0])[None]
         scores = processed_logits(logits, req.settings, row.history[None, :row.n])  # what the token is drawn from
-        tok = int(draw(scores, req.settings, row.rng)[0])
+        if draft is None:
+            tok, kept = int(draw(scores, req.settings, row.rng)[0]), False
+        else:
+            tok, kept = check_draft(scores[0], draft, req.settings, row.rng)
         if req.constraint is not None:
             req.constraint.advance(tok)
         row.history[row.n] = tok
@@ -476,6 +500,7 @@ class Engine:
             event.usage = {"prompt_tokens": len(req.prompt), "completion_tokens": row.generated,
                            "cached_tokens": row.cached}
         req.on_event(event)
+        return kept
 
     def _pieces(self, start, end, cached):  # -> (start, end) of each forward of the prompt's prefill
         """Positions start..end in one forward, or, for a hybrid model whose states the prompt cache
@@ -524,3 +549,39 @@ class Engine:
             return
         for r, row_logits in zip(self.rows, logits):
             r.logits, r.stored = row_logits, r.stored + 1
+
+    def _speculate(self, row):
+        """One speculative round for the only row (speculative.py): its newest token and up to k drafted
+        ones in one forward; each draft kept or replaced in turn, as `_sample` would choose; the first
+        replaced (or the one after every draft) is chosen now and run at the next step, the cache cut
+        back to the tokens kept."""
+        if row.drafter is None:
+            row.drafter = self.drafter()
+            row.drafter.start(len(row.history) + 65)
+        room = min(row.steps - row.generated, self.cache.max_len - self.cache.length) - 1
+        history = row.history[:row.n].tolist()
+        drafts = row.drafter.propose(history, room)[:room] if room > 0 else []
+        if not drafts:
+            return self._decode()
+        start = self.cache.length
+        try:
+            logits = self.model.forward(np.array([[row.last] + drafts], np.int64), cache=self.cache).logits[0]
+        except NpqwenError as e:  # NaN in the model's output
+            row.req.on_event(Event(error=str(e), status=500))
+            self.rows, self.cache = [], None
+            return
+        chosen = 0
+        for i in range(len(drafts) + 1):
+            row.logits = logits[i]
+            kept = self._sample(row, drafts[i] if i < len(drafts) else None)
+            chosen += 1
+            self.speculative["accepted"] += kept
+            if not kept or row.finished or row.req.cancelled:
+                break
+        self.speculative["rounds"] += 1
+        self.speculative["drafted"] += len(drafts)
+        # the cache holds [last, drafts]: keep [last, the drafts kept]; the newest choice runs next step
+        self.cache.length = start + chosen
+        row.stored += chosen
+        row.ahead = True
+        row.drafter.accepted(row.history[:row.n].tolist(), self.cache.length)

@@ -76,15 +76,7 @@ def _parser():
                    help="the reply is a JSON object, by constrained decoding (as response_format json_object)")
     p.add_argument("--json", action="store_true",
                    help="write one JSON object per generated token (id, text, token, finish_reason) instead of text")
-    spec = p.add_mutually_exclusive_group()
-    spec.add_argument("--prompt-lookup", type=int, metavar="N",
-                      help="speculative decoding: draft up to N tokens a round from the context (what followed the "
-                           "last tokens where they occurred before) and check them in one forward; the same output")
-    spec.add_argument("--draft-model", metavar="DIR",
-                      help="speculative decoding: a smaller checkpoint with the same tokenizer drafts tokens, the model "
-                           "checks them in one forward; the same output (greedy) or distribution (sampling)")
-    p.add_argument("--draft-tokens", type=int, default=5, metavar="N",
-                   help="with --draft-model: tokens it drafts a round (default 5)")
+    add_speculative_options(p)
     p.add_argument("--logprobs", type=int, metavar="K",
                    help="(implies --json) each token's log-probability under the distribution it was drawn from "
                         "(after the sampling processors, as transformers' output_scores) and the K most likely "
@@ -103,10 +95,7 @@ def _validate(args):
         raise NpqwenError(f"--logprobs must be an integer >= 0 (how many alternatives to list), found {args.logprobs}")
     if args.seed is not None and args.seed < 0:
         raise NpqwenError(f"--seed must be an integer >= 0 (leave it out for a random seed), found {args.seed}")
-    if args.prompt_lookup is not None and not 1 <= args.prompt_lookup <= 64:
-        raise NpqwenError(f"--prompt-lookup must be 1 to 64 (tokens drafted a round), found {args.prompt_lookup}")
-    if not 1 <= args.draft_tokens <= 64:
-        raise NpqwenError(f"--draft-tokens must be 1 to 64, found {args.draft_tokens}")
+    check_speculative_options(args)
     if (args.prompt_lookup is not None or args.draft_model) and (args.logprobs is not None or args.image
                                                                  or args.json_schema or args.json_object):
         raise NpqwenError("--prompt-lookup and --draft-model do not combine with --logprobs, --image or JSON mode")
@@ -196,7 +185,7 @@ def _run(model, tok, ids, args, settings, eos, max_new, images=None):
         constraint = Constraint(*args.grammar)
     stats = {}
     for last in generate(model, tok, ids, max_new, settings, args.seed, eos, logprobs=args.logprobs, images=images,
-                         constraint=constraint, draft=_drafter(args), stats=stats):
+                         constraint=constraint, draft=args.drafter and args.drafter(), stats=stats):
         if t_first is None:
             t_first = time.perf_counter()
         n += 1
@@ -292,7 +281,7 @@ def generate_main(argv=None) -> int:
         messages = [{"role": "system", "content": args.system}] if args.system else []
         images = _images(args, cfg)
         args.grammar = _grammar(args, tok, cfg, eos)
-        _load_draft(args, tok, cfg)
+        args.drafter = speculative_drafter(args, tok, cfg)
         if prompt is not None:  # encode and check the length before anything is printed
             ids = _encode(tok, messages + [user_message(prompt, len(args.image or ()))] if args.chat else prompt,
                           args.think, images, cfg)
@@ -316,31 +305,47 @@ def generate_main(argv=None) -> int:
     return run_tool(main, argv)
 
 
-def _drafter(args):
-    """--prompt-lookup / --draft-model -> a speculative drafter (a fresh one for each reply), or None."""
-    from .speculative import DraftModel, PromptLookup
-    if args.prompt_lookup is not None:
-        return PromptLookup(args.prompt_lookup)
-    if getattr(args, "draft_model_loaded", None) is not None:
-        return DraftModel(args.draft_model_loaded, args.draft_tokens)
-    return None
+# ---------------------------------------------------------------------------------------------
+# speculative decoding: the options generate and serve share
 
 
-def _load_draft(args, tok, cfg):
-    """--draft-model DIR: loaded once, checked to share the model's tokenizer and to be rewindable."""
-    args.draft_model_loaded = None
+def add_speculative_options(p):
+    spec = p.add_mutually_exclusive_group()
+    spec.add_argument("--prompt-lookup", type=int, metavar="N",
+                      help="speculative decoding: draft up to N tokens a round from the context (what followed the "
+                           "last tokens where they occurred before) and check them in one forward; the same output")
+    spec.add_argument("--draft-model", metavar="DIR",
+                      help="speculative decoding: a smaller checkpoint with the same tokenizer drafts tokens, the model "
+                           "checks them in one forward; the same output (greedy) or distribution (sampling)")
+    p.add_argument("--draft-tokens", type=int, default=5, metavar="N",
+                   help="with --draft-model: tokens it drafts a round (default 5)")
+
+
+def check_speculative_options(args):
+    if args.prompt_lookup is not None and not 1 <= args.prompt_lookup <= 64:
+        raise NpqwenError(f"--prompt-lookup must be 1 to 64 (tokens drafted a round), found {args.prompt_lookup}")
+    if not 1 <= args.draft_tokens <= 64:
+        raise NpqwenError(f"--draft-tokens must be 1 to 64, found {args.draft_tokens}")
+
+
+def speculative_drafter(args, tok, cfg):
+    """--prompt-lookup / --draft-model -> a function making a fresh drafter (one for each reply), or None.
+    The draft model is loaded once, checked to share the model's tokenizer; both models are checked to
+    have caches that can be cut back."""
+    from .speculative import DraftModel, PromptLookup, check_rewindable
     if args.prompt_lookup is None and not args.draft_model:
-        return
-    from .speculative import check_rewindable
+        return None
     check_rewindable(cfg, "the model")
-    if not args.draft_model:
-        return
+    if args.prompt_lookup is not None:
+        n = args.prompt_lookup
+        return lambda: PromptLookup(n)
     folder = model_folder(resolve_model(args.draft_model, None))
     check_rewindable(Qwen2Config.from_file(folder), "the draft model")
     if Tokenizer(folder).tok.get_vocab(with_added_tokens=True) != tok.tok.get_vocab(with_added_tokens=True):
         raise NpqwenError(f"--draft-model {_printable(args.draft_model)}: its tokenizer is not the model's "
                           f"(its ids would mean other text)")
-    args.draft_model_loaded = load_model(folder, weights=args.weights)
+    draft, n = load_model(folder, weights=args.weights), args.draft_tokens
+    return lambda: DraftModel(draft, n)
 
 
 def _grammar(args, tok, cfg, eos):

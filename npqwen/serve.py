@@ -22,7 +22,7 @@ import sys
 import threading
 
 from .batching import Engine, Request
-from .cli import DEMO_MODEL, _printable, _settings
+from .cli import DEMO_MODEL, _printable, _settings, check_speculative_options, speculative_drafter
 from .config import ModelConfig
 from .errors import NpqwenError
 from .generation import context_limit
@@ -40,7 +40,8 @@ MAX_QUEUE = 256         # requests waiting for a place in the batch; past that: 
 class Service:
     """The model, its tokenizer and its defaults, and the engine that decodes for every client."""
 
-    def __init__(self, model, tokenizer, model_id, gen_cfg, max_batch=8, prompt_cache_mb=1024, folder=None):
+    def __init__(self, model, tokenizer, model_id, gen_cfg, max_batch=8, prompt_cache_mb=1024, folder=None,
+                 drafter=None):
         self.model, self.tok, self.model_id, self.gen_cfg = model, tokenizer, model_id, gen_cfg
         self.folder = folder or tokenizer.folder     # where preprocessor_config.json is, for images
         self.processor = None
@@ -48,7 +49,7 @@ class Service:
         self.limit = context_limit(self.cfg)
         self.created = now()
         self.engine = Engine(model, tokenizer, eos_token_ids(self.cfg, gen_cfg), max_batch,
-                             int(prompt_cache_mb * (1 << 20)), after_step=self._hand_on)
+                             int(prompt_cache_mb * (1 << 20)), after_step=self._hand_on, drafter=drafter)
         # The engine's events of one step reach the event loop together: one wake-up per step, not per
         # request (each wake-up makes the engine thread hand over the GIL).
         self.loop, self.outbox, self.lock = None, [], threading.Lock()
@@ -315,7 +316,9 @@ class Service:
                 "max_model_len": self.limit}
 
     async def health(self, request):
-        return _json({"status": "ok"})
+        if self.engine.drafter is None:
+            return _json({"status": "ok"})
+        return _json({"status": "ok", "speculative": dict(self.engine.speculative)})  # rounds, drafted, accepted
 
     # -- the tokenizer, as vLLM serves it (lm-evaluation-harness's remote tokenizer reads these three)
 
@@ -503,7 +506,7 @@ def listen(host, port):
 
 
 def _parser():
-    from .cli import _Parser
+    from .cli import _Parser, add_speculative_options
     p = _Parser(prog="python -m npqwen.serve", description="An OpenAI-compatible HTTP server for a Qwen checkpoint: "
                 "/v1/models, /v1/completions, /v1/chat/completions, /health.")
     p.add_argument("--model", default=DEMO_MODEL, help="checkpoint folder or hub id (default: the demo model)")
@@ -514,6 +517,7 @@ def _parser():
     p.add_argument("--max-batch", type=int, default=8, help="requests decoded together (default 8)")
     p.add_argument("--prompt-cache-mb", type=float, default=1024,
                    help="memory for the prompt cache of finished requests (0 = off; default 1024)")
+    add_speculative_options(p)
     p.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"),
                    help="uvicorn's logging (info: one line per request)")
     return p
@@ -528,6 +532,7 @@ def main(argv=None) -> int:
             raise NpqwenError(f"--max-batch must be at least 1, found {args.max_batch}")
         if not args.prompt_cache_mb >= 0:
             raise NpqwenError(f"--prompt-cache-mb must be a number >= 0, found {args.prompt_cache_mb}")
+        check_speculative_options(args)
         try:
             import uvicorn
             import starlette  # noqa: F401
@@ -542,6 +547,7 @@ def main(argv=None) -> int:
         tok.check_fits(cfg.vocab_size)
         gen_cfg = read_generation_config(folder, cfg.vocab_size)
         sock = listen(args.host, args.port)   # before loading: a port in use should not wait for the weights
+        drafter = speculative_drafter(args, tok, cfg)
         model = load_model(folder, weights=args.weights)
     except NpqwenError as e:
         print("error: " + "\n".join(_printable(line) for line in str(e).split("\n")), file=sys.stderr)
@@ -552,7 +558,7 @@ def main(argv=None) -> int:
     if not is_loopback(args.host):
         print(f"npqwen: listening on {args.host} (port {port}): other machines can reach this server, which has "
               f"no authentication", file=sys.stderr)
-    service = Service(model, tok, model_id, gen_cfg, args.max_batch, args.prompt_cache_mb)
+    service = Service(model, tok, model_id, gen_cfg, args.max_batch, args.prompt_cache_mb, drafter=drafter)
     shown = f"[{host}]" if ":" in host else host
     print(f"npqwen: serving {model_id} at http://{shown}:{port}/v1 (OpenAI API; Ctrl-C stops)", file=sys.stderr,
           flush=True)

@@ -55,6 +55,9 @@ class PromptLookup:
                 return seq[start:start + min(k, self.n)].tolist()
         return []
 
+    def start(self, max_len):  # (nothing of its own to size)
+        pass
+
     def accepted(self, history, n_cached):  # (nothing of its own to rewind)
         pass
 
@@ -136,7 +139,7 @@ def speculative_steps(model, prompt, steps, settings, rng, eos, draft, min_new_t
                 row[:, eos] = -np.inf
             scores = processed_logits(row, settings, np.array([history + kept]))[0]
             if i < len(drafts):
-                token, ok = _check(scores, drafts[i], settings, rng)
+                token, ok = check_draft(scores, drafts[i], settings, rng)
             else:
                 token, ok = _draw(scores, settings, rng), False
             kept.append(token)
@@ -155,7 +158,8 @@ def speculative_steps(model, prompt, steps, settings, rng, eos, draft, min_new_t
         draft.accepted(history, cache.length)
 
 
-def _check(scores, d, settings, rng):  # -> (token, whether it is the draft)
+def check_draft(scores, d, settings, rng):
+    """The next token, given the processed scores [V] and a drafted token d -> (token, whether it is d)."""
     if settings.temperature == 0:
         best = int(scores.argmax())
         return best, best == d

@@ -511,6 +511,10 @@ def test_serve_command_starts_answers_and_stops():
     (["--max-batch", "0"], "--max-batch must be at least 1"),
     (["--prompt-cache-mb", "nan"], "--prompt-cache-mb"),
     (["--host", "192.0.2.1"], "cannot listen on 192.0.2.1"),      # an address this machine does not have
+    (["--prompt-lookup", "0"], "--prompt-lookup must be 1 to 64"),
+    (["--draft-tokens", "65", "--draft-model", DEMO], "--draft-tokens must be 1 to 64"),
+    (["--model", os.path.join(ROOT, "golden", "vision", "qwen3_5_vision"), "--prompt-lookup", "3"],
+     "cannot be rewound"),                                            # a hybrid model's recurrent state
 ])
 def test_serve_command_bad_options(argv, message):
     from npqwen.serve import main

@@ -12,7 +12,7 @@ from conftest import CHECKPOINTS, ROOT, golden_model
 from npqwen import NpqwenError, Tokenizer
 from npqwen.generation import generate
 from npqwen.sampling import SamplingSettings, softmax
-from npqwen.speculative import DraftModel, PromptLookup, _check
+from npqwen.speculative import DraftModel, PromptLookup, check_draft
 
 DEMO = os.path.join(CHECKPOINTS, "demo")
 REPEATING = "Once upon a time, there was a little bird that wanted to fly over the mountain. Once upon a time, there was a"
@@ -71,7 +71,7 @@ def test_rejection_step_draws_from_the_models_distribution():
     p /= p.sum()
     settings = SamplingSettings(temperature=1.0, top_k=0, top_p=1.0, min_p=0.0)
     for d in (int(p.argmax()), int(p.argmin()), 5):
-        draws = np.array([_check(scores, d, settings, rng)[0] for _ in range(20000)])
+        draws = np.array([check_draft(scores, d, settings, rng)[0] for _ in range(20000)])
         counts = np.bincount(draws, minlength=12)
         expected = 20000 * p
         chi2 = float(((counts - expected) ** 2 / expected).sum())
@@ -128,3 +128,121 @@ def test_cli_prompt_lookup_and_draft_model():
         assert "drafted tokens kept" in r.stderr
     r = subprocess.run(base + ["--prompt-lookup", "0"], cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert r.returncode == 2 and r.stderr.startswith("error: --prompt-lookup")
+
+
+# ---------------------------------------------------------------------------------------------
+# the server's engine: a request decoding alone is decoded speculatively
+
+
+def engine_run(engine, jobs):
+    """Submit (prompt ids, max_new_tokens, settings, seed) jobs one after another, each once the one
+    before has finished (so each decodes alone). -> the ids and the events' count of each."""
+    import threading
+    from npqwen.batching import Request
+    out = []
+    for ids, n, settings, seed in jobs:
+        got, events, done = [], [], threading.Event()
+
+        def on_event(e, got=got, events=events, done=done):
+            events.append(e)
+            if e.token is not None:
+                got.append(e.token.id)
+            if e.finish_reason or e.error:
+                done.set()
+        engine.submit(Request(ids, n, settings, on_event, seed=seed))
+        assert done.wait(120)
+        assert events[-1].error is None, events[-1].error
+        out.append(got)
+    return out
+
+
+@pytest.mark.parametrize("draft", ["lookup 4", "model 3"])
+def test_engine_alone_is_plain_greedy(draft):
+    from npqwen.batching import Engine
+    model, tok = golden_model("demo"), Tokenizer(DEMO)
+    kind, n = draft.split()
+    drafter = (lambda: PromptLookup(int(n))) if kind == "lookup" else (lambda: DraftModel(golden_model("demo"), int(n)))
+    greedy = SamplingSettings(temperature=0, repetition_penalty=1.1)
+    jobs = [(tok.encode(p), 40, greedy, None) for p in (REPEATING, "学习如逆水行舟,不进则", "import os\nimport sys\n")]
+    engine = Engine(model, tok, [], max_batch=4, prompt_cache_bytes=0, drafter=drafter)
+    try:
+        got = engine_run(engine, jobs)
+    finally:
+        engine.close()
+    spec = engine.speculative
+    for (ids, n_new, s, _), ids_got in zip(jobs, got):
+        assert ids_got == [t.id for t in generate(model, None, ids, n_new, s, eos_ids=[])]
+    assert spec["accepted"] > 0 and spec["drafted"] >= spec["accepted"]   # tokens made without a forward each
+
+
+def test_engine_batch_with_a_drafter_gets_what_each_gets_alone():
+    """Requests that overlap: while several decode they share plain steps, alone they speculate;
+    greedy, each gets plain greedy's tokens; the prompt cache is kept right through the cut-backs."""
+    import threading
+    from npqwen.batching import Engine, Request
+    model, tok = golden_model("demo"), Tokenizer(DEMO)
+    greedy = SamplingSettings(temperature=0)
+    prompts = [REPEATING, "Once upon a time", REPEATING + " little", "The river"]
+    lengths = [60, 12, 30, 8]
+    engine = Engine(model, tok, [], max_batch=2, drafter=lambda: PromptLookup(5))
+    got, done = [[] for _ in prompts], [threading.Event() for _ in prompts]
+    try:
+        for i, (p, n) in enumerate(zip(prompts, lengths)):
+            def on_event(e, i=i):
+                if e.token is not None:
+                    got[i].append(e.token.id)
+                if e.finish_reason or e.error:
+                    assert e.error is None
+                    done[i].set()
+            engine.submit(Request(tok.encode(p), n, greedy, on_event))
+        assert all(d.wait(120) for d in done)
+        again = engine_run(engine, [(tok.encode(REPEATING), 60, greedy, None)])[0]   # from the prompt cache
+    finally:
+        engine.close()
+    for p, n, ids in zip(prompts, lengths, got):
+        assert ids == [t.id for t in generate(model, None, tok.encode(p), n, greedy, eos_ids=[])]
+    assert again == got[0] and engine.speculative["accepted"] > 0
+
+
+def test_engine_sampling_with_drafts_keeps_the_distribution():
+    """Temperature 1 through the engine: the second token after a prompt that repeats itself comes out
+    at plain sampling's rates (the first round's drafts checked by rejection sampling)."""
+    from npqwen.batching import Engine
+    model, tok = golden_model("demo"), Tokenizer(DEMO)
+    prompt = tok.encode(REPEATING)
+    settings = SamplingSettings(temperature=1.0, top_k=0, top_p=1.0, min_p=0.0)
+    engine = Engine(model, tok, [], max_batch=1, prompt_cache_bytes=0, drafter=lambda: PromptLookup(4))
+    try:
+        spec = [ids[1] for ids in engine_run(engine, [(prompt, 3, settings, 10_000 + s) for s in range(300)])]
+    finally:
+        engine.close()
+    plain = [[t.id for t in generate(model, None, prompt, 2, settings, seed=s, eos_ids=[])][1] for s in range(300)]
+    assert engine.speculative["drafted"] > 0
+    counts = {}
+    for t in plain + spec:
+        counts[t] = counts.get(t, 0) + 1
+    for t in [t for t, _ in sorted(counts.items(), key=lambda kv: -kv[1])[:3]]:
+        a, b = plain.count(t) / 300, spec.count(t) / 300
+        assert abs(a - b) < 5 * np.sqrt(max(a * (1 - a), 1e-3) * 2 / 300), (t, a, b)
+
+
+def test_server_with_prompt_lookup_answers_as_without():
+    import json
+    import urllib.request
+    pytest.importorskip("uvicorn")
+    from serve_inprocess import running_server
+    body = json.dumps({"model": "demo", "prompt": REPEATING, "max_tokens": 40, "temperature": 0,
+                       "logit_bias": {"4000": -100, "4002": -100}}).encode()
+
+    def ask(url, path="/v1/completions", data=body):
+        req = urllib.request.Request(url + path, data=data, headers={"Content-Type": "application/json"})
+        with urllib.request.urlopen(req, timeout=120) as r:
+            return json.loads(r.read())
+    with running_server(golden_model("demo"), DEMO) as (url, _):
+        plain = ask(url)["choices"][0]["text"]
+    with running_server(golden_model("demo"), DEMO, drafter=lambda: PromptLookup(4)) as (url, service):
+        got = ask(url)
+        health = ask(url, "/health", None)
+    assert got["choices"][0]["text"] == plain and got["usage"]["completion_tokens"] == 40
+    assert health["speculative"]["accepted"] > 0
+    assert health["speculative"]["rounds"] < 40
