@@ -2,17 +2,23 @@
 
     attention_panel     one head's attention weights, queries x keys, token labels on both axes
     logit_lens_panel    layers x positions, each cell the top token had the model stopped there
+    router_panel        one sparse layer's router: experts x tokens, the k chosen outlined
     gqa_panel           which key/value head each query head reads (grouped-query attention)
     figure, save        panels laid out in rows: a matplotlib Figure, or a PNG file
 
 A panel function returns a `Panel`: its size in inches and a `draw(ax, fonts)` that paints one
-matplotlib Axes, so a new picture (say, a mixture-of-experts router: experts x tokens, per layer)
-is one more function. Token labels come from `token_label`, which never hands matplotlib a
-character its fonts lack: CJK text is drawn with a CJK font when the system has one, and otherwise
-written as the token id and its escaped UTF-8 bytes (never empty boxes, never "Glyph missing").
-No pyplot: figures are built directly, so nothing here changes matplotlib's global state.
+matplotlib Axes, so a new picture is one more function. Token labels come from `token_label`, which
+never hands matplotlib a character its fonts lack. CJK text is drawn with the system's CJK font when
+it has one and otherwise with the subset of Noto Sans CJK SC that ships in npqwen/fonts (the 3500
+characters of level 1 of the Table of General Standard Chinese Characters, every character of the
+demo vocabulary and of the seed documents; scripts/make_cjk_font.py builds it). A character neither
+has is written as the token id and its escaped UTF-8 bytes (never empty boxes, never "Glyph missing").
+No pyplot: figures are built directly; the one change to matplotlib's global state is registering
+the bundled font with its font manager, once, when it is first needed.
 """
 
+import dataclasses
+import os
 from dataclasses import dataclass
 from typing import Callable
 
@@ -33,6 +39,11 @@ CJK_FONTS = (
     "PingFang SC", "Hiragino Sans GB", "Heiti SC", "STHeiti", "Arial Unicode MS",
     "Microsoft YaHei", "SimHei", "SimSun", "MS Gothic",
 )
+# The CJK font npqwen ships, for machines with none of the above: a subset of Noto Sans CJK SC (SIL
+# OFL 1.1, its license in OFL.txt beside it), built by scripts/make_cjk_font.py. Its own family name,
+# so that it never stands in for a full Noto Sans CJK SC that is installed.
+BUNDLED_FONT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "fonts", "NotoSansCJKsc-npqwen-subset.otf")
+BUNDLED_FAMILY = "Noto Sans CJK SC npqwen subset"
 
 
 @dataclass
@@ -44,9 +55,27 @@ class Fonts:
     def cjk(self) -> bool:
         return len(self.families) > 1
 
+    @property
+    def bundled(self) -> bool:  # the CJK font is npqwen's subset (the system has no CJK font)
+        return BUNDLED_FAMILY in self.families
 
-def find_fonts(candidates=CJK_FONTS) -> Fonts:
-    """matplotlib's own font, then the first installed CJK font among `candidates` (if any)."""
+
+def _register_bundled(fm):
+    """Add npqwen's font to matplotlib's font manager, once a process. The subset has one weight;
+    it is listed as its own bold too, so that bold text (the logit lens's hits) is drawn in the
+    regular weight instead of matplotlib logging "Failed to find font weight bold"."""
+    from matplotlib.ft2font import FT2Font
+    if any(f.fname == BUNDLED_FONT for f in fm.fontManager.ttflist):
+        return
+    regular = fm.ttfFontProperty(FT2Font(BUNDLED_FONT))
+    fm.fontManager.ttflist.append(dataclasses.replace(regular, weight=700))
+    fm.fontManager.addfont(BUNDLED_FONT)  # the regular entry; also empties findfont's cache
+
+
+def find_fonts(candidates=CJK_FONTS, bundled=True) -> Fonts:
+    """matplotlib's own font, then the first installed CJK font among `candidates`; if none is
+    installed, npqwen's bundled subset of Noto Sans CJK SC (unless `bundled` is False: then no CJK
+    font, and CJK labels become ids and bytes)."""
     from matplotlib import font_manager as fm
     from matplotlib.ft2font import FT2Font
 
@@ -65,9 +94,14 @@ def find_fonts(candidates=CJK_FONTS) -> Fonts:
                     pass
     names = installed()
     families = [LATIN_FONT] + [c for c in candidates if c in names][:1]
+    paths = [fm.findfont(fm.FontProperties(family=family)) for family in families]
+    if len(families) == 1 and bundled and os.path.exists(BUNDLED_FONT):  # (a trimmed install may lack it)
+        _register_bundled(fm)
+        families.append(BUNDLED_FAMILY)
+        paths.append(BUNDLED_FONT)
     charset = set()
-    for family in families:
-        charset.update(FT2Font(fm.findfont(fm.FontProperties(family=family))).get_charmap())
+    for path in paths:
+        charset.update(FT2Font(path).get_charmap())
     return Fonts(families, frozenset(charset))
 
 

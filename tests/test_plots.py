@@ -1,6 +1,8 @@
-"""npqwen.plots and `explain --plot`: legible labels for any prompt, with and without a CJK font,
-and the panels a learner expects (logit-lens grid, attention maps, which kv head each head reads)."""
+"""npqwen.plots and `explain --plot`: legible labels for any prompt, with the system's CJK font, with
+npqwen's bundled one and with none, and the panels a learner expects (logit-lens grid, attention
+maps, which kv head each head reads)."""
 
+import io
 import os
 import subprocess
 import sys
@@ -10,16 +12,20 @@ import numpy as np
 import pytest
 from matplotlib.text import Text
 
-from conftest import CHECKPOINTS, ROOT, golden_model
+from conftest import CHECKPOINTS, ROOT, golden_model, shared_asset
 from npqwen.cli import DEMO_MODEL
 from npqwen.explain import pictures, walk
 from npqwen.model import load_model
-from npqwen.plots import figure, find_fonts, gqa_panel, token_bytes, token_label
+from npqwen.plots import (BUNDLED_FAMILY, BUNDLED_FONT, LATIN_FONT, figure, find_fonts, gqa_panel, token_bytes,
+                          token_label)
 from npqwen.tokenizer import Tokenizer
 from npqwen.weights import open_checkpoint
 
 SEED_PROMPT = "学习如逆水行舟,不进则"
+PROVERB = SEED_PROMPT + "退"
 ENGLISH = "Once upon a time, there was a little bird that wanted to"
+SEEDS = os.path.join(ROOT, "..", "shared", "seeds")
+LEVEL1 = os.path.join(ROOT, "scripts", "data", "tongyong_guifan_level1.txt")
 
 
 @pytest.fixture(scope="module")
@@ -28,7 +34,12 @@ def demo():
 
 
 def no_cjk_font():
-    return find_fonts(candidates=())  # what a machine without any CJK font gets
+    return find_fonts(candidates=(), bundled=False)  # no CJK font at all, not even npqwen's
+
+
+def bundled_font():
+    # a machine whose fonts include none of the CJK fonts plots.py knows: npqwen's own subset is used
+    return find_fonts(candidates=("No Such CJK Font",))
 
 
 def cjk_font():
@@ -38,7 +49,7 @@ def cjk_font():
     return fonts
 
 
-FONTS = {"cjk font": cjk_font, "no cjk font": no_cjk_font}
+FONTS = {"cjk font": cjk_font, "bundled cjk font": bundled_font, "no cjk font": no_cjk_font}
 
 
 def texts(fig):
@@ -66,9 +77,10 @@ def test_labels_without_a_cjk_font_are_ids_and_bytes(demo):
     assert token_label(tok, tok.encode(" little")[0], fonts) == "\u2423little"  # a leading space, visible
 
 
-def test_labels_with_a_cjk_font_are_the_text(demo):
-    tok, fonts = demo[2], cjk_font()
-    assert [token_label(tok, i, fonts) for i in tok.encode(SEED_PROMPT)] == list(SEED_PROMPT)
+@pytest.mark.parametrize("fonts", ["cjk font", "bundled cjk font"])
+def test_labels_with_a_cjk_font_are_the_text(demo, fonts):
+    tok, fonts = demo[2], FONTS[fonts]()
+    assert [token_label(tok, i, fonts) for i in tok.encode(PROVERB)] == list(PROVERB)
 
 
 @pytest.mark.parametrize("fonts", FONTS)
@@ -86,6 +98,111 @@ def test_long_labels_are_cut_between_characters(demo):
     assert label.endswith("\u2026") and len(label) <= 6 and "\u2423defaults".startswith(label[:-1])
     stray = tok.encode("炊")[0]  # two stray bytes: cut after a whole escape, not inside one
     assert token_label(tok, stray, fonts, max_chars=6) == "\\xe7\u2026"
+
+
+# ---------------------------------------------------------------------------------------------
+# the bundled CJK font (npqwen/fonts, built by scripts/make_cjk_font.py)
+
+
+def charmap(path):
+    from matplotlib.ft2font import FT2Font
+    return set(FT2Font(path).get_charmap())
+
+
+def glyph_warnings(text, families):  # matplotlib's "Glyph ... missing from font(s)" when drawing text
+    from matplotlib.figure import Figure
+    fig = Figure(figsize=(4, 1))
+    fig.text(0.05, 0.5, text, fontfamily=families)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        fig.savefig(io.BytesIO(), format="png", dpi=40)
+    return [str(w.message) for w in caught if "missing from font" in str(w.message)]
+
+
+def seed_texts():  # every seed document that is text (the folder may hold anything)
+    if not os.path.isdir(SEEDS):
+        pytest.skip(f"no seed documents beside this checkout ({SEEDS})")
+    texts = {}
+    for name in sorted(os.listdir(SEEDS)):
+        try:
+            with open(os.path.join(SEEDS, name), encoding="utf-8") as f:
+                texts[name] = f.read()
+        except (IsADirectoryError, UnicodeDecodeError):
+            pass
+    return texts
+
+
+def test_without_a_system_cjk_font_the_bundled_font_is_chosen():
+    from matplotlib import font_manager as fm
+    fonts = bundled_font()
+    assert fonts.families == [LATIN_FONT, BUNDLED_FAMILY] and fonts.cjk and fonts.bundled
+    # matplotlib resolves the family to npqwen's file, and draws the proverb with it, every glyph there
+    assert fm.findfont(fm.FontProperties(family=BUNDLED_FAMILY), fallback_to_default=False) == BUNDLED_FONT
+    assert {ord(ch) for ch in PROVERB} <= fonts.charset
+    assert glyph_warnings(PROVERB, fonts.families) == []
+    # the capture works: the same text with matplotlib's own font alone is reported missing
+    assert len(glyph_warnings(PROVERB, [LATIN_FONT])) == len(set(PROVERB) - {","})
+    # and the bundled font's name is its own: a full Noto Sans CJK SC, where installed, stays first
+    system = find_fonts()
+    assert not system.bundled or system.families == [LATIN_FONT, BUNDLED_FAMILY]
+
+
+def test_the_bundled_font_covers_level1_the_seeds_and_the_demo_vocabulary(demo):
+    has = charmap(BUNDLED_FONT)
+    with open(LEVEL1, encoding="utf-8") as f:
+        level1 = [ch for line in f if not line.startswith("#") for ch in line.strip()]
+    assert len(level1) == len(set(level1)) == 3500 and level1[:5] == list("一乙二十丁") and level1[-1] == "矗"
+    assert [ch for ch in level1 if ord(ch) not in has] == []
+    assert [ch for ch in PROVERB + "，。！？、：；“”‘’（）《》\u2423\u2026" if ord(ch) not in has] == []
+    for name, text in seed_texts().items():
+        lacking = sorted({ch for ch in text if ch.isprintable() and ord(ch) not in has})
+        assert lacking == [], f"{name}: {lacking} not in the bundled font; rebuild it (scripts/make_cjk_font.py)"
+    tok = demo[2]
+    vocab = set()
+    for i in range(tok.tok.get_vocab_size(with_added_tokens=True)):
+        vocab.update(token_bytes(tok, i).decode("utf-8", errors="ignore"))
+    assert sorted(ch for ch in vocab if ch.isprintable() and ord(ch) not in has) == []
+
+
+def test_a_character_outside_the_bundled_font_still_gets_its_escaped_label():
+    from npqwen.tokenizer import Tokenizer
+    tok, fonts = Tokenizer(os.path.dirname(shared_asset("tokenizer.json"))), bundled_font()
+    xin = tok.encode("鑫")  # one token in Qwen2's vocabulary; level 2 of the table, not in the subset
+    assert len(xin) == 1 and ord("鑫") not in fonts.charset and glyph_warnings("鑫", fonts.families)
+    assert token_label(tok, xin[0], fonts) == f"#{xin[0]} \\xe9\\x91\\xab"
+    assert "".join(token_label(tok, i, fonts) for i in tok.encode(PROVERB)) == PROVERB  # (学习 is one token)
+
+
+def test_the_font_is_small_ships_with_its_license_and_is_package_data():
+    tomllib = pytest.importorskip("tomllib")
+    assert os.path.getsize(BUNDLED_FONT) <= 2 * 1024 * 1024
+    with open(os.path.join(os.path.dirname(BUNDLED_FONT), "OFL.txt"), encoding="utf-8") as f:
+        license = f.read()
+    assert "SIL OPEN FONT LICENSE Version 1.1" in license and "Adobe" in license and "TERMINATION" in license
+    with open(os.path.join(ROOT, "pyproject.toml"), "rb") as f:
+        data = tomllib.load(f)["tool"]["setuptools"]["package-data"]["npqwen"]
+    from pathlib import Path
+    shipped = {p.name for pattern in data for p in Path(ROOT, "npqwen").glob(pattern)}
+    assert {os.path.basename(BUNDLED_FONT), "OFL.txt"} <= shipped
+
+
+def test_the_seed_prompt_plot_without_a_system_cjk_font(demo, tmp_path):
+    """explain --plot on the seed prompt, run as on a machine with no CJK font (find_fonts told that
+    none of the system's fonts is one): nothing on stderr (no "Glyph missing" warning, no "findfont"
+    log line), and every token label is the proverb's own character."""
+    png = tmp_path / "seed.png"
+    no_system_cjk = ("import sys, npqwen.plots as p; p.find_fonts.__defaults__ = (('No Such CJK Font',), True); "
+                     "from npqwen.explain import main; sys.exit(main(sys.argv[1:]))")
+    r = subprocess.run([sys.executable, "-c", no_system_cjk, "--plot", str(png), SEED_PROMPT], cwd=ROOT,
+                       capture_output=True, timeout=300)
+    assert r.returncode == 0 and r.stderr == b"", r.stderr.decode()
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    model, tensors, tok = demo
+    ids = tok.encode(SEED_PROMPT)
+    fonts = bundled_font()
+    fig = figure(pictures(model.config, tensors, walk(model, tensors, ids), ids, tok, fonts, [0, 3], [0, 4]), fonts)
+    axes = [ax for ax in fig.axes if ax.get_title().startswith(("logit lens", "layer "))]
+    assert len(axes) == 5 and all([t.get_text() for t in ax.get_xticklabels()] == list(SEED_PROMPT) for ax in axes)
 
 
 # ---------------------------------------------------------------------------------------------
