@@ -337,8 +337,10 @@ def default_heads(cfg):
 
 def pictures(cfg, tensors, r, ids, tok, fonts, layers, heads):
     """The panels `--plot` draws, in rows: the GQA wiring, attention maps, the routers of the chosen
-    layers that are sparse (mixture-of-experts models), the logit lens."""
-    from .plots import attention_panel, gqa_panel, logit_lens_panel, router_panel, token_label
+    layers that are sparse, then (mixture-of-experts models) the routing of every sparse layer beside
+    each expert's load, and the logit lens."""
+    from .plots import (attention_panel, expert_load_panel, gqa_panel, logit_lens_panel, router_panel, routing_panel,
+                        token_label)
 
     H, K, G = cfg.num_attention_heads, cfg.num_key_value_heads, cfg.num_key_value_groups
     labels = [token_label(tok, i, fonts) for i in ids]
@@ -353,6 +355,14 @@ def pictures(cfg, tensors, r, ids, tok, fonts, layers, heads):
     routers = [router_panel(r["routers"][i], cfg.num_experts_per_tok, labels, f"layer {i}: the router")
                for i in layers if i in r["routers"]]
     rows += [routers[j:j + 4] for j in range(0, len(routers), 4)]
+    if r["routers"]:  # every sparse layer at once: which experts each token runs, and how busy each expert is
+        sparse = sorted(r["routers"])
+        P = min(LENS_POSITIONS, len(ids))                                 # the last positions, as the logit lens
+        probs = np.stack([r["routers"][i][-P:] for i in sparse])          # [sparse layers, P, E]
+        title = (f"expert routing: the {cfg.num_experts_per_tok} of {cfg.num_experts} experts each token runs, "
+                 f"in every sparse layer" + (f" (last {P} of {len(ids)} tokens)" if P < len(ids) else ""))
+        rows.append([routing_panel(probs, cfg.num_experts_per_tok, sparse, labels[-P:], cfg.norm_topk_prob, title),
+                     expert_load_panel(probs, cfg.num_experts_per_tok, sparse)])
 
     P = r["lens_top"].shape[1]
     n = cfg.num_hidden_layers

@@ -3,6 +3,8 @@
     attention_panel     one head's attention weights, queries x keys, token labels on both axes
     logit_lens_panel    layers x positions, each cell the top token had the model stopped there
     router_panel        one sparse layer's router: experts x tokens, the k chosen outlined
+    routing_panel       every sparse layer at once: layers x tokens, each cell the k experts the token runs
+    expert_load_panel   every sparse layer's experts: how many of the tokens each one runs on
     gqa_panel           which key/value head each query head reads (grouped-query attention)
     figure, save        panels laid out in rows: a matplotlib Figure, or a PNG file
 
@@ -260,6 +262,91 @@ def router_panel(probs, k, labels, title) -> Panel:
         ax.set_title(title, fontsize=9, fontfamily=fonts.families)
         _colorbar(ax, im, "router probability")
     return Panel(width, height, draw)
+
+
+def top_experts(probs, k, renormalise):  # router probabilities [..., E] -> chosen [..., k], their weights
+    """The k experts a token runs, most weighted first, and the weight each one's output is
+    multiplied by: its router probability, divided by the k's sum when the model renormalises
+    (`norm_topk_prob`), as mlp.route does."""
+    chosen = np.argsort(-probs, axis=-1, kind="stable")[..., :k]
+    weights = np.take_along_axis(probs, chosen, axis=-1)
+    return chosen, weights / weights.sum(-1, keepdims=True) if renormalise else weights
+
+
+def routing_panel(probs, k, layers, labels, renormalise, title=None) -> Panel:
+    """Mixture-of-experts routing of every sparse layer at once: rows are the sparse layers (the
+    first at the bottom, as in the logit lens), columns the tokens. Each cell holds the k experts the
+    token runs in that layer, as k small squares (at most 4 across, most weighted first, reading
+    left to right then down), each labelled with the expert's id and coloured by the weight its
+    output gets. probs: [layers, t, E] router probabilities. A learner sees which experts a token
+    keeps from layer to layer, which neighbouring tokens share, and how sure the router is."""
+    L, t, E = probs.shape
+    chosen, weights = top_experts(probs, k, renormalise)                   # [L, t, k] each
+    across = min(k, 4)
+    down = -(-k // across)                                                # slot rows per cell
+    grid = np.full((L * down, t * across), np.nan)
+    slots = []                                                            # (x, y, expert, weight)
+    for layer in range(L):
+        for i in range(t):
+            for j in range(k):
+                y = layer * down + (down - 1 - j // across)               # slot 0 on a cell's top row
+                x = i * across + j % across
+                grid[y, x] = weights[layer, i, j]
+                slots.append((x, y, int(chosen[layer, i, j]), float(weights[layer, i, j])))
+    slot = 0.3                                                            # inches a slot
+    fs = _tick_size(t)
+
+    def draw(ax, fonts):
+        import matplotlib
+        cmap = matplotlib.colormaps["viridis"].with_extremes(bad="0.88")
+        top = float(weights.max())
+        im = ax.imshow(np.ma.masked_invalid(grid), cmap=cmap, vmin=0, vmax=top, aspect="auto", origin="lower",
+                       interpolation="nearest")
+        size = min(8.0, 0.8 * slot * 72 / (0.62 * len(str(E - 1))))      # the widest id fits its square
+        for x, y, e, w in slots:
+            ax.text(x, y, str(e), ha="center", va="center", fontsize=size,
+                    color="white" if w < 0.55 * top else "black")
+        for x in range(1, t):                                             # a white frame round each cell
+            ax.axvline(x * across - 0.5, color="white", lw=2.5)
+        for y in range(1, L):
+            ax.axhline(y * down - 0.5, color="white", lw=2.5)
+        ax.set_xticks([i * across + (across - 1) / 2 for i in range(t)], labels, rotation=_rotation(labels),
+                      fontsize=fs, fontfamily=fonts.families)
+        ax.set_yticks([layer * down + (down - 1) / 2 for layer in range(L)], [f"layer {i}" for i in layers],
+                      fontsize=8)
+        ax.set_xlabel("token (in each cell: the ids of the experts it runs, most weighted first)", fontsize=8)
+        ax.set_title(title or f"expert routing: the {k} of {E} experts each token runs, in every sparse layer",
+                     fontsize=9, fontfamily=fonts.families)
+        _colorbar(ax, im, "weight of the expert's output" + (" (renormalised)" if renormalise else ""))
+    width = 2.8 + slot * across * t
+    height = 1.5 + slot * down * L + _extent(labels, fs)
+    return Panel(width, height, draw)
+
+
+def expert_load_panel(probs, k, layers) -> Panel:
+    """How busy each expert is: rows are the sparse layers (the first at the bottom), columns the
+    experts; a cell is the number of the tokens that run the expert in that layer (a count in each
+    cell when there are at most 32 experts). A router that spreads its tokens evenly, as the
+    load-balancing loss of training asks, gives an even row; unused experts are white."""
+    L, t, E = probs.shape
+    chosen, _ = top_experts(probs, k, False)
+    load = np.stack([np.bincount(chosen[layer].ravel(), minlength=E) for layer in range(L)])   # [L, E]
+
+    def draw(ax, fonts):
+        im = ax.imshow(load, cmap="Oranges", vmin=0, vmax=max(int(load.max()), 1), aspect="auto", origin="lower",
+                       interpolation="nearest")                           # (many experts: no blur between them)
+        if E <= 32:
+            for layer in range(L):
+                for e in range(E):
+                    ax.text(e, layer, str(load[layer, e]), ha="center", va="center", fontsize=7,
+                            color="white" if load[layer, e] > 0.6 * load.max() else "black")
+        step = max(1, E // 16)
+        ax.set_xticks(range(0, E, step), [str(e) for e in range(0, E, step)], fontsize=7)
+        ax.set_yticks(range(L), [f"layer {i}" for i in layers], fontsize=8)
+        ax.set_xlabel("expert", fontsize=8)
+        ax.set_title(f"expert load: of the {t} tokens, how many run each expert", fontsize=9)
+        _colorbar(ax, im, "tokens")
+    return Panel(float(np.clip(2.2 + 0.25 * E, 3.5, 9)), 1.5 + 0.3 * L, draw)
 
 
 def gqa_panel(n_heads, n_kv_heads, shown=()) -> Panel:

@@ -314,6 +314,56 @@ def test_a_router_panel_per_chosen_sparse_layer(case):
         assert outlined == {(t, int(e)) for t, row in enumerate(top) for e in row}
 
 
+# explain.router_of rebuilds a full-attention layer's RoPE over all head_dim dimensions; the hybrid
+# models rotate only rotary_dim of them, so on their full-attention sparse layers its probabilities
+# are not the forward pass's (layer 3 of both checkpoints). The fix is in explain._context
+# (rope_inv_freq(cfg.rotary_dim, ...)); remove these marks with it.
+ROUTER_OF_PARTIAL_ROPE = pytest.mark.xfail(strict=True, reason="explain._context ignores partial RoPE (rotary_dim)")
+
+
+@pytest.mark.parametrize("case", ["qwen2_moe_shared", "qwen3_moe_step2",
+                                  pytest.param("qwen3_5_moe_text", marks=ROUTER_OF_PARTIAL_ROPE),
+                                  pytest.param("qwen3_next", marks=ROUTER_OF_PARTIAL_ROPE)])
+def test_the_routing_panel_draws_the_experts_the_forward_pass_runs(case, monkeypatch):
+    """Every sparse layer x token cell names the k experts that model.forward's own router (mlp.route,
+    recorded as the forward pass calls it) sends the token to, most weighted first, each square
+    coloured by the weight its output gets; the load panel counts them. A prompt longer than the
+    logit lens's 20 positions shows its last 20 tokens, as the lens does."""
+    import npqwen.mlp as mlp
+    model = golden_model(case)
+    cfg, k = model.config, model.config.num_experts_per_tok
+    tensors = open_checkpoint(os.path.join(CHECKPOINTS, case))
+    ids = [int(i) for i in np.random.default_rng(7).integers(1, 320, 23)]
+    r = walk(model, tensors, ids)
+    picked, route = [], mlp.route
+    monkeypatch.setattr(mlp, "route", lambda *a: picked.append(route(*a)) or picked[-1])
+    model.forward(np.array([ids]))
+    sparse = [i for i in range(cfg.num_hidden_layers) if cfg.is_sparse(i)]
+    assert len(picked) == len(sparse) >= 2
+    fig = figure(pictures(cfg, tensors, r, ids, None, no_cjk_font(), [], [0]), no_cjk_font())
+    [ax] = [ax for ax in fig.axes if ax.get_title().startswith("expert routing")]
+    assert ax.get_title().endswith("(last 20 of 23 tokens)")
+    assert [t.get_text() for t in ax.get_yticklabels()] == [f"layer {i}" for i in sparse]
+    assert [t.get_text() for t in ax.get_xticklabels()] == [f"#{i}" for i in ids[-20:]]
+    across = min(k, 4)
+    down = -(-k // across)
+    grid = ax.images[0].get_array()                                       # [layers x slot rows, tokens x slots]
+    drawn = {}                                                            # (layer row, token) -> {slot: expert}
+    for text in ax.texts:
+        x, y = (int(round(v)) for v in text.get_position())
+        slot = (down - 1 - y % down) * across + x % across                # slot 0 top left, most weighted
+        drawn.setdefault((y // down, x // across), {})[slot] = (int(text.get_text()), float(grid[y, x]))
+    assert len(drawn) == len(sparse) * 20
+    for row, (chosen, weights) in enumerate(picked):                      # chosen, weights: [23, k]
+        for i in range(20):
+            cell = drawn[row, i]
+            assert [cell[j][0] for j in range(k)] == chosen[3 + i].tolist()
+            assert np.allclose([cell[j][1] for j in range(k)], weights[3 + i], atol=1e-5)
+    [load] = [ax for ax in fig.axes if ax.get_title().startswith("expert load")]
+    counts = np.stack([np.bincount(c[3:].ravel(), minlength=cfg.num_experts) for c, _ in picked])
+    assert (load.images[0].get_array() == counts).all() and counts.sum() == len(sparse) * 20 * k
+
+
 # ---------------------------------------------------------------------------------------------
 # the command line
 
