@@ -127,7 +127,7 @@ def seed_texts():  # every seed document that is text (the folder may hold anyth
         try:
             with open(os.path.join(SEEDS, name), encoding="utf-8") as f:
                 texts[name] = f.read()
-        except (IsADirectoryError, UnicodeDecodeError):
+        except (OSError, UnicodeDecodeError):   # a folder, an unreadable file, a picture
             pass
     return texts
 
