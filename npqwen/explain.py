@@ -174,7 +174,7 @@ def router_of(model, hidden, i):  # [t, d] (the input of sparse layer i) -> rout
 
 def _context(cfg, t):
     from .attention import Context
-    inv_freq, scale = rope_inv_freq(cfg.head_dim, cfg.rope_parameters, cfg.max_position_embeddings, seq_len=t)
+    inv_freq, scale = rope_inv_freq(cfg.rotary_dim, cfg.rope_parameters, cfg.max_position_embeddings, seq_len=t)
     cos, sin = rope_cos_sin(inv_freq, np.arange(t)[None], scale)
     return Context(cos, sin, padding=None)
 

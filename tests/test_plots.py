@@ -318,12 +318,7 @@ def test_a_router_panel_per_chosen_sparse_layer(case):
 # models rotate only rotary_dim of them, so on their full-attention sparse layers its probabilities
 # are not the forward pass's (layer 3 of both checkpoints). The fix is in explain._context
 # (rope_inv_freq(cfg.rotary_dim, ...)); remove these marks with it.
-ROUTER_OF_PARTIAL_ROPE = pytest.mark.xfail(strict=True, reason="explain._context ignores partial RoPE (rotary_dim)")
-
-
-@pytest.mark.parametrize("case", ["qwen2_moe_shared", "qwen3_moe_step2",
-                                  pytest.param("qwen3_5_moe_text", marks=ROUTER_OF_PARTIAL_ROPE),
-                                  pytest.param("qwen3_next", marks=ROUTER_OF_PARTIAL_ROPE)])
+@pytest.mark.parametrize("case", ["qwen2_moe_shared", "qwen3_moe_step2", "qwen3_5_moe_text", "qwen3_next"])
 def test_the_routing_panel_draws_the_experts_the_forward_pass_runs(case, monkeypatch):
     """Every sparse layer x token cell names the k experts that model.forward's own router (mlp.route,
     recorded as the forward pass calls it) sends the token to, most weighted first, each square
