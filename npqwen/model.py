@@ -96,7 +96,28 @@ class Model:
             from .vision.multimodal import image_inputs
             images = image_inputs(self, ids, mask, pixel_values, image_grid_thw, cache.length if cache else 0)
         with np.errstate(over="ignore", invalid="ignore", divide="ignore"), blas_threads(1):
+            if (self.pieces and cache is not None and images is None and not output_hidden_states and logits_to_keep == 1
+                    and ids.shape[1] > PREFILL_PIECE and (mask is None or mask.all())):
+                return self._prefill_in_pieces(ids, cache, lm_head)
             return self._forward(ids, mask, output_hidden_states, cache, logits_to_keep, lm_head, images)
+
+    pieces = True   # a long prompt with a cache is prefilled PREFILL_PIECE positions at a time
+
+    def _prefill_in_pieces(self, ids, cache, lm_head):
+        """A long prompt into a cache, PREFILL_PIECE positions at a time through every layer (as vLLM's
+        chunked prefill): each piece attends to the cached keys before it, and the DeltaNet layers carry
+        their state across, so the result is the whole prompt's at once up to float rounding, while the
+        activations held are one piece's (on Qwen3.5-0.8B's shape at 8192 tokens, the projections of a
+        whole prompt take hundreds of MB each)."""
+        t = ids.shape[1]
+        starts = range(0, t, PREFILL_PIECE)
+        progress = Progress("prefill: positions", t, enabled=True)
+        for s in starts[:-1]:
+            self._forward(ids[:, s:s + PREFILL_PIECE], None, False, cache, 1, lm_head=False, show_progress=False)
+            progress.update(s + PREFILL_PIECE)
+        out = self._forward(ids[:, starts[-1]:], None, False, cache, 1, lm_head, show_progress=False)
+        progress.close()
+        return out
 
     __call__ = forward
 
@@ -128,7 +149,8 @@ class Model:
             cos, sin = rope_cos_sin(inv_freq, positions, scale)            # [b, t, hd]
         return padding, inv_freq, scale, cos, sin, positions
 
-    def _forward(self, ids, mask, output_hidden_states, cache, logits_to_keep, lm_head=True, images=None):
+    def _forward(self, ids, mask, output_hidden_states, cache, logits_to_keep, lm_head=True, images=None,
+                 show_progress=True):
         cfg = self.config
         b, t = ids.shape
         padding, _, _, cos, sin, _ = self._positions(ids, mask, cache, images)
@@ -139,7 +161,7 @@ class Model:
             x = images.embed(x)                                               # the image tokens' features
         # every layer's output is kept only when asked for: at 8192 tokens of Qwen2-0.5B that is 734 MB
         hidden = [x] if output_hidden_states else []
-        progress = Progress("prefill: layer", len(self.layers), enabled=b * t >= 512)
+        progress = Progress("prefill: layer", len(self.layers), enabled=show_progress and b * t >= 512)
         _check_finite(x, "the embedding")
         for i, layer in enumerate(self.layers):
             x = decoder_layer(x, layer, cfg, ctx, cache, i)
@@ -196,6 +218,7 @@ class Model:
 
 
 WEIGHT_MODES = ("auto", "float32", "bf16", "stream")
+PREFILL_PIECE = 1024   # positions of a long prompt run through the layers together (Model._prefill_in_pieces)
 
 
 def add_weights_option(parser):

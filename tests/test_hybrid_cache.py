@@ -207,3 +207,32 @@ def test_a_hybrid_chat_through_the_live_server_reuses_its_last_prompt(tmp_path):
             turns[budget] = (a.choices[0].text, b.choices[0].text, b.usage.prompt_tokens_details.cached_tokens)
     assert turns[1024][2] == len(first) and turns[0][2] == 0
     assert turns[1024][:2] == turns[0][:2]
+
+
+@pytest.mark.parametrize("case", ["gqa3_bf16", "qwen3_moe_step2", "qwen3_5_text_irregular", "qwen3_next"])
+@pytest.mark.parametrize("piece", [64, 40])
+def test_a_long_prompt_prefilled_in_pieces_is_the_prompt_at_once(case, piece, monkeypatch):
+    """Model._prefill_in_pieces: a prompt longer than PREFILL_PIECE goes through the layers a piece at
+    a time into the cache (attention reading the earlier pieces' keys, DeltaNet carrying its state);
+    its last logits and every decode step after it equal the whole prompt's in one forward."""
+    from npqwen import model as model_module
+    from npqwen.cache import KVCache
+    m = golden_model(case)
+    ids = np.random.default_rng(3).integers(1, 320, (1, 150))
+    whole = KVCache(m.config, 1, 160)
+    want = m.forward(ids, cache=whole, logits_to_keep=1).logits     # (150 <= PREFILL_PIECE: one forward)
+    calls = []
+    monkeypatch.setattr(model_module, "PREFILL_PIECE", piece)
+    forward = m._forward
+    monkeypatch.setattr(m, "_forward", lambda ids, *a, **k: calls.append(ids.shape[1]) or forward(ids, *a, **k))
+    pieces = KVCache(m.config, 1, 160)
+    got = m.forward(ids, cache=pieces, logits_to_keep=1).logits
+    assert calls == [piece] * (149 // piece) + [150 - piece * (149 // piece)]
+    assert pieces.length == whole.length == 150
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5 * np.abs(want).max())
+    token = np.array([[int(want[0, -1].argmax())]])
+    for _ in range(4):   # the caches hold the same keys, values and states
+        a = m.forward(token, cache=whole).logits
+        b = m.forward(token, cache=pieces).logits
+        np.testing.assert_allclose(b, a, rtol=1e-5, atol=1e-5 * np.abs(a).max())
+        token = np.array([[int(a[0, -1].argmax())]])
