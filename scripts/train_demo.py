@@ -57,8 +57,9 @@ from transformers import Qwen2Config, Qwen2ForCausalLM
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 import demo_corpus  # noqa: E402
-from export_golden import CKPT, GENERATE_NEW_TOKENS, REF, run  # noqa: E402
+from export_golden import GENERATE_NEW_TOKENS, GOLDEN, load, run  # noqa: E402
 
+CKPT, REF = os.path.join(GOLDEN, "checkpoints"), os.path.join(GOLDEN, "references")
 FOLDER = os.path.join(CKPT, "demo")
 QWEN2_TOKENIZER = os.path.join(HERE, "..", "..", "shared", "assets", "qwen2", "tokenizer.json")
 
@@ -154,13 +155,14 @@ def encode(tok, texts, eot):
     return [e.ids + [eot] for e in tok.encode_batch(texts)]
 
 
-def training_units(train_docs, written, seq_len):
+def training_units(train_docs, written, seq_len, repeat=None):
     """The epoch's units: documents longer than a row cut into row-sized pieces, and the documents
-    written for the corpus repeated TRAIN["written_repeat"] times."""
+    written for the corpus repeated `repeat` (default TRAIN["written_repeat"]) times."""
+    repeat = TRAIN["written_repeat"] if repeat is None else repeat
     units = []
     for ids, w in zip(train_docs, written):
         pieces = [ids[i:i + seq_len] for i in range(0, len(ids), seq_len)]
-        units += pieces * (TRAIN["written_repeat"] if w else 1)
+        units += pieces * (repeat if w else 1)
     return units
 
 
@@ -196,69 +198,85 @@ def mean_nll(model, stream, seq_len):
     return total / n, n
 
 
-def lr_at(step):
-    t = TRAIN
+def lr_at(step, t=TRAIN):
     if step < t["warmup_steps"]:
         return t["peak_lr"] * (step + 1) / t["warmup_steps"]
     progress = (step - t["warmup_steps"]) / max(1, t["steps"] - t["warmup_steps"])
     return t["peak_lr"] * (t["final_lr_fraction"] + (1 - t["final_lr_fraction"]) * 0.5 * (1 + math.cos(math.pi * progress)))
 
 
+def special_ids(tok):
+    """bos, eos and pad ids for the model's config, from the tokenizer."""
+    ids = {s: tok.token_to_id(s) for s in SPECIAL}
+    return dict(bos_token_id=ids["<|endoftext|>"], eos_token_id=ids["<|im_end|>"], pad_token_id=ids["<|endoftext|>"])
+
+
 def train(tok, units, valid_stream, steps):
     torch.manual_seed(TRAIN["seed"])
-    ids = {s: tok.token_to_id(s) for s in SPECIAL}
-    config = Qwen2Config(vocab_size=tok.get_vocab_size(), bos_token_id=ids["<|endoftext|>"],
-                         eos_token_id=ids["<|im_end|>"], pad_token_id=ids["<|endoftext|>"], **MODEL)
+    config = Qwen2Config(vocab_size=tok.get_vocab_size(), **special_ids(tok), **MODEL)
     model = Qwen2ForCausalLM(config)
     n_params = sum(p.numel() for p in model.parameters())
     log(f"model: {n_params:,} parameters")
+    curve, seconds = fit(model, units, valid_stream, steps)
+    return model, n_params, curve, seconds
+
+
+def fit(model, units, valid_stream, steps, t=TRAIN):
+    """AdamW on `model` (weight decay on matrices only) for `steps` batches of `units`, the learning
+    rate of lr_at, the validation NLL every t["eval_every"] steps. -> the curve, the seconds taken."""
     decay = [p for n, p in model.named_parameters() if p.dim() >= 2]
     no_decay = [p for n, p in model.named_parameters() if p.dim() < 2]
-    opt = torch.optim.AdamW([{"params": decay, "weight_decay": TRAIN["weight_decay"]},
+    opt = torch.optim.AdamW([{"params": decay, "weight_decay": t["weight_decay"]},
                              {"params": no_decay, "weight_decay": 0.0}],
-                            lr=TRAIN["peak_lr"], betas=TRAIN["betas"])
-    data = batches(units, TRAIN["seq_len"], TRAIN["batch_size"], np.random.default_rng(TRAIN["seed"]))
+                            lr=t["peak_lr"], betas=t["betas"])
+    data = batches(units, t["seq_len"], t["batch_size"], np.random.default_rng(t["seed"]))
     curve, start, smooth = [], time.time(), None
     for step in range(steps):
         model.train()
         for group in opt.param_groups:
-            group["lr"] = lr_at(step)
+            group["lr"] = lr_at(step, t)
         x = next(data)
         loss = model(input_ids=x, labels=x).loss
         opt.zero_grad(set_to_none=True)
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), TRAIN["grad_clip"])
+        torch.nn.utils.clip_grad_norm_(model.parameters(), t["grad_clip"])
         opt.step()
         smooth = loss.item() if smooth is None else 0.95 * smooth + 0.05 * loss.item()
         done = step + 1
         if done % 25 == 0 or done == steps:
             el = time.time() - start
-            log(f"step {done}/{steps}  loss {loss.item():.3f} (avg {smooth:.3f})  lr {lr_at(step):.2e}  "
+            log(f"step {done}/{steps}  loss {loss.item():.3f} (avg {smooth:.3f})  lr {lr_at(step, t):.2e}  "
                 f"{el:.0f}s  {done * x.numel() / el:.0f} tok/s  eta {el / done * (steps - done):.0f}s")
-        if done % TRAIN["eval_every"] == 0 or done == steps:
+        if done % t["eval_every"] == 0 or done == steps:
             model.eval()
-            nll, _ = mean_nll(model, valid_stream, TRAIN["seq_len"])
+            nll, _ = mean_nll(model, valid_stream, t["seq_len"])
             curve.append({"step": done, "train_loss_avg": round(smooth, 4), "valid_nll": round(nll, 4),
                           "elapsed_s": round(time.time() - start, 1)})
             log(f"  valid: nll {nll:.3f}  ppl {math.exp(nll):.1f}")
-    return model, n_params, curve, time.time() - start
+    return curve, time.time() - start
 
 
 def save(model, tok):
+    save_folder(model, tok, FOLDER)
+    check_tokenizer_structure(os.path.join(FOLDER, "tokenizer.json"))
+
+
+def save_folder(model, tok, folder):
+    """The model in bf16 with a greedy generation_config.json, tokenizer.json and tokenizer_config.json
+    (the folder emptied first)."""
     ids = {s: tok.token_to_id(s) for s in SPECIAL}
-    os.makedirs(FOLDER, exist_ok=True)
-    for f in os.listdir(FOLDER):
-        os.remove(os.path.join(FOLDER, f))
+    os.makedirs(folder, exist_ok=True)
+    for f in os.listdir(folder):
+        os.remove(os.path.join(folder, f))
     gc = model.generation_config
     gc.bos_token_id, gc.pad_token_id = ids["<|endoftext|>"], ids["<|endoftext|>"]
     gc.eos_token_id = [ids["<|im_end|>"], ids["<|endoftext|>"]]
     gc.do_sample = False
-    model.to(torch.bfloat16).save_pretrained(FOLDER)
-    tok.save(os.path.join(FOLDER, "tokenizer.json"))
-    with open(os.path.join(FOLDER, "tokenizer_config.json"), "w") as f:
+    model.to(torch.bfloat16).save_pretrained(folder)
+    tok.save(os.path.join(folder, "tokenizer.json"))
+    with open(os.path.join(folder, "tokenizer_config.json"), "w") as f:
         json.dump(tokenizer_config(), f, indent=2, ensure_ascii=False)
         f.write("\n")
-    check_tokenizer_structure(os.path.join(FOLDER, "tokenizer.json"))
 
 
 # ---------------------------------------------------------------------------------- evaluation
@@ -267,9 +285,9 @@ def load_saved():
     return model, Tokenizer.from_file(os.path.join(FOLDER, "tokenizer.json"))
 
 
-def chat_prompt():
+def chat_prompt(folder=FOLDER):
     """The chat prompt as transformers renders it from tokenizer_config.json."""
-    hf_tok = transformers.AutoTokenizer.from_pretrained(FOLDER)
+    hf_tok = transformers.AutoTokenizer.from_pretrained(folder)
     return hf_tok.apply_chat_template(CHAT_MESSAGES, tokenize=False, add_generation_prompt=True), hf_tok
 
 
@@ -280,8 +298,10 @@ def greedy(model, tok, text, n=CHECK_NEW_TOKENS):
     return out[0, ids.shape[1]:].tolist()
 
 
-def evaluate(train_docs, valid_docs):
-    model, tok = load_saved()
+def evaluate(train_docs, valid_docs, saved=None, folder=FOLDER):
+    """The measures of demo_train.json's "evaluation", on `saved` = (model, tokenizer) loaded from
+    `folder` (default: the demo, load_saved())."""
+    model, tok = saved if saved is not None else load_saved()
     seq_len = TRAIN["seq_len"]
     valid_stream = [t for d in valid_docs for t in d]
     nll, n_scored = mean_nll(model, valid_stream, seq_len)
@@ -300,7 +320,7 @@ def evaluate(train_docs, valid_docs):
     tui = tok.encode("退").ids
     assert len(tui) == 1, "退 is not a single token"
     p_tui = torch.softmax(logits, -1)[tui[0]].item()
-    chat_text, _ = chat_prompt()
+    chat_text, _ = chat_prompt(folder)
     continuations = {p: tok.decode(greedy(model, tok, p)) for p in [PROVERB_PROMPT] + ENGLISH_PROMPTS}
     continuations[chat_text] = tok.decode(greedy(model, tok, chat_text))
     results = {
@@ -335,7 +355,8 @@ def export_references():
         assert hf_tok(text)["input_ids"] == enc, "transformers and tokenizers disagree"
         ids = np.array([enc], np.int64)
         mask = np.ones_like(ids)
-        loaded, out, new_tokens = run(FOLDER, ids, mask)
+        loaded = load("qwen2", FOLDER)
+        out, new_tokens = run(loaded, ids, mask)
         state = loaded.state_dict()
         for name, w in saved.items():  # the reloaded model holds exactly the saved bf16 weights
             assert w.dtype == torch.bfloat16 and torch.equal(w.float(), state[name]), name
@@ -362,8 +383,31 @@ def export_references():
 
 
 # ---------------------------------------------------------------------------------- main
-def folder_size():
-    return sum(os.path.getsize(os.path.join(FOLDER, f)) for f in os.listdir(FOLDER))
+def folder_size(folder=FOLDER):
+    return sum(os.path.getsize(os.path.join(folder, f)) for f in os.listdir(folder))
+
+
+def versions():
+    return {"python": platform.python_version(), "torch": torch.__version__,
+            "transformers": transformers.__version__, "tokenizers": tokenizers.__version__,
+            "safetensors": safetensors.__version__, "numpy": np.__version__,
+            "platform": platform.platform()}
+
+
+def corpus():
+    """The split's texts, which training documents were written for the corpus, and the corpus's sha256."""
+    train_split, valid_split = demo_corpus.load_split()
+    train_texts, valid_texts = [t for _, t in train_split], [t for _, t in valid_split]
+    written = [demo_corpus.is_written(g) for g, _ in train_split]
+    corpus_sha = hashlib.sha256("\0".join(train_texts + ["\0"] + valid_texts).encode()).hexdigest()
+    return train_texts, valid_texts, written, corpus_sha
+
+
+def corpus_record(train_texts, valid_texts, written, corpus_sha, train_docs, valid_docs):
+    return {"train_documents": len(train_texts), "valid_documents": len(valid_texts),
+            "train_tokens": sum(map(len, train_docs)), "valid_tokens": sum(map(len, valid_docs)), "sha256": corpus_sha,
+            "train_tokens_written_here": sum(len(d) for d, w in zip(train_docs, written) if w),
+            "proverb_occurrences_in_train": sum(t.count(demo_corpus.PROVERB) for t in train_texts)}
 
 
 def main():
@@ -378,10 +422,7 @@ def main():
         return
     TRAIN["steps"] = args.steps
     t0 = time.time()
-    train_split, valid_split = demo_corpus.load_split()
-    train_texts, valid_texts = [t for _, t in train_split], [t for _, t in valid_split]
-    written = [demo_corpus.is_written(g) for g, _ in train_split]
-    corpus_sha = hashlib.sha256("\0".join(train_texts + ["\0"] + valid_texts).encode()).hexdigest()
+    train_texts, valid_texts, written, corpus_sha = corpus()
     tok = build_tokenizer(train_texts)
     eot = tok.token_to_id("<|endoftext|>")
     train_docs, valid_docs = encode(tok, train_texts, eot), encode(tok, valid_texts, eot)
@@ -406,15 +447,9 @@ def main():
                      "epoch_tokens": epoch_tokens, "tokens_seen": tokens_seen,
                      "epochs_approx": tokens_seen / epoch_tokens, "train_seconds": train_s,
                      "total_seconds": None, "curve": curve},
-        "corpus": {"train_documents": len(train_texts), "valid_documents": len(valid_texts),
-                   "train_tokens": n_train, "valid_tokens": n_valid, "sha256": corpus_sha,
-                   "train_tokens_written_here": sum(len(d) for d, w in zip(train_docs, written) if w),
-                   "proverb_occurrences_in_train": sum(t.count(demo_corpus.PROVERB) for t in train_texts)},
+        "corpus": corpus_record(train_texts, valid_texts, written, corpus_sha, train_docs, valid_docs),
         "evaluation": results,
-        "versions": {"python": platform.python_version(), "torch": torch.__version__,
-                     "transformers": transformers.__version__, "tokenizers": tokenizers.__version__,
-                     "safetensors": safetensors.__version__, "numpy": np.__version__,
-                     "platform": platform.platform()},
+        "versions": versions(),
     }
     export_references()
     report["training"]["total_seconds"] = time.time() - t0
