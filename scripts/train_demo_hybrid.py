@@ -28,7 +28,7 @@ model comes from train_demo.py, imported rather than copied, so that the two per
    with what export_golden records for hybrid cases (decode-step logits of generate, the decode paths
    checked against the chunked prefill, each hybrid detail switched off moving the logits).
 
-    /tmp/goldenv/bin/python scripts/train_demo_hybrid.py                    # everything, ~10 minutes
+    /tmp/goldenv/bin/python scripts/train_demo_hybrid.py                    # everything, ~7 minutes
     /tmp/goldenv/bin/python scripts/train_demo_hybrid.py --references-only  # step 5 on the saved folder
 """
 
