@@ -17,8 +17,9 @@ model comes from train_demo.py, imported rather than copied, so that the two per
 3. trained with train_demo.fit (AdamW, warmup then cosine decay, rows starting at a document start,
    the written documents seen 4 times an epoch), the demo's settings except the number of steps: 300,
    not 1150, because with the demo's 1150 this architecture memorised the training split and did worse
-   on held-out text than the unigram baseline (STEPS_CHOSEN below has that run's curve); saved in bf16 under golden/checkpoints/demo_hybrid/ with the demo's tokenizer.json and
-   tokenizer_config.json (Qwen2-Instruct's ChatML template) and a greedy generation_config.json;
+   on held-out text than the unigram baseline (STEPS_CHOSEN below has that run's curve); saved in
+   bf16 under golden/checkpoints/demo_hybrid/ with the demo's tokenizer.json and tokenizer_config.json
+   (Qwen2-Instruct's ChatML template) and a greedy generation_config.json;
 4. evaluated by train_demo.evaluate on the saved bf16 weights loaded back in float32 (eager): held-out
    perplexity on the same scored tokens as the Qwen2 demo's 372.9, the add-one unigram baseline, the
    acceptance check (greedy next token after "学习如逆水行舟,不进则" is 退) and greedy continuations,
