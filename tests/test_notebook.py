@@ -57,15 +57,22 @@ def test_the_notebook_runs_and_draws_its_pictures(executed):
     assert "学习如逆水行舟,不进则退" in printed
 
 
-def test_the_stored_notebook_is_the_executed_one(executed):
-    """Where notebooks are rendered without a kernel, each cell shows what it prints and draws today."""
-    stored = nbformat.read(NOTEBOOK, as_version=4)
+def check_stored(path, executed, script):
+    """The stored notebook at `path` is `executed` as saved by `python tests/<script>`: the same cells,
+    the same kinds of output, run top to bottom once, and small. -> the stored notebook."""
+    stored = nbformat.read(path, as_version=4)
     nbformat.validate(stored)
     assert [c.source for c in stored.cells] == [c.source for c in executed.cells]
-    assert shape(stored) == shape(executed), "the stored outputs are stale: python tests/test_notebook.py"
+    assert shape(stored) == shape(executed), f"the stored outputs are stale: python tests/{script}"
     code = [c for c in stored.cells if c.cell_type == "code"]
     assert [c.execution_count for c in code] == list(range(1, len(code) + 1)), "executed top to bottom, once"
-    assert os.path.getsize(NOTEBOOK) < MAX_BYTES
+    assert os.path.getsize(path) < MAX_BYTES
+    return stored
+
+
+def test_the_stored_notebook_is_the_executed_one(executed):
+    """Where notebooks are rendered without a kernel, each cell shows what it prints and draws today."""
+    check_stored(NOTEBOOK, executed, "test_notebook.py")
 
 
 if __name__ == "__main__":

@@ -8,15 +8,13 @@ fails the run here); this file adds what a reader of the stored copy relies on.
 """
 
 import os
-import sys
 
 import nbformat
 import pytest
 
-from test_notebook import ROOT, execute, outputs, shape
+from test_notebook import ROOT, check_stored, execute, outputs
 
 NOTEBOOK = os.path.join(ROOT, "notebooks", "qwen3_8_new_blocks.ipynb")
-MAX_BYTES = 400_000
 
 
 @pytest.fixture(scope="module")
@@ -42,13 +40,7 @@ def test_the_notebook_runs_and_draws_its_pictures(executed):
 
 def test_the_stored_notebook_is_the_executed_one(executed):
     """Where notebooks are rendered without a kernel, each cell shows what it prints and draws today."""
-    stored = nbformat.read(NOTEBOOK, as_version=4)
-    nbformat.validate(stored)
-    assert [c.source for c in stored.cells] == [c.source for c in executed.cells]
-    assert shape(stored) == shape(executed), "the stored outputs are stale: python tests/test_notebook_next.py"
-    code = [c for c in stored.cells if c.cell_type == "code"]
-    assert [c.execution_count for c in code] == list(range(1, len(code) + 1)), "executed top to bottom, once"
-    assert os.path.getsize(NOTEBOOK) < MAX_BYTES
+    check_stored(NOTEBOOK, executed, "test_notebook_next.py")
 
 
 if __name__ == "__main__":

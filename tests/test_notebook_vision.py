@@ -11,7 +11,7 @@ import os
 import nbformat
 import pytest
 
-from test_notebook import MAX_BYTES, ROOT, execute, outputs, shape
+from test_notebook import ROOT, check_stored, execute, outputs
 
 pytest.importorskip("PIL")   # the vision extra
 
@@ -56,17 +56,11 @@ def test_the_notebook_runs_checks_every_step_and_draws_its_pictures(executed):
 
 def test_the_stored_notebook_is_the_executed_one(executed):
     """Where notebooks are rendered without a kernel, each cell shows what it prints and draws today."""
-    stored = nbformat.read(NOTEBOOK, as_version=4)
-    nbformat.validate(stored)
-    assert [c.source for c in stored.cells] == [c.source for c in executed.cells]
-    assert shape(stored) == shape(executed), "the stored outputs are stale: python tests/test_notebook_vision.py"
-    code = [c for c in stored.cells if c.cell_type == "code"]
-    assert [c.execution_count for c in code] == list(range(1, len(code) + 1)), "executed top to bottom, once"
-    stored_text = ["".join(o.text for o in c.outputs if o.output_type == "stream") for c in code]
+    stored = check_stored(NOTEBOOK, executed, "test_notebook_vision.py")
+    stored_text = ["".join(o.text for o in c.outputs if o.output_type == "stream") for c in stored.cells if c.cell_type == "code"]
     executed_text = ["".join(o.text for o in c.outputs if o.output_type == "stream")
                      for c in executed.cells if c.cell_type == "code"]
     assert stored_text == executed_text, "the stored printing is stale: python tests/test_notebook_vision.py"
-    assert os.path.getsize(NOTEBOOK) < MAX_BYTES
 
 
 if __name__ == "__main__":
